@@ -1,0 +1,3 @@
+from dbguard_plugin.cli import main
+
+main()

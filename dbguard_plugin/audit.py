@@ -1,0 +1,42 @@
+"""The append-only audit log of forced operations (JSON lines, 0600)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from pathlib import Path
+
+from dbguard_plugin.files import append_line
+from dbguard_plugin.status import HOSTNAME
+from dbguard_plugin.verdict import Verdict
+
+
+def operator() -> str:
+    """Who is acting: the login name, or the uid when there is none."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, as in some containers
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def record_force(path: Path, verdict: Verdict, who: str, database: str) -> None:
+    entry = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "who": who,
+        "pid": os.getpid(),
+        "host": HOSTNAME,
+        "database": database,
+        "operation": verdict.operation.value,
+        "reasons_overridden": [reason.as_dict() for reason in verdict.reasons],
+    }
+    append_line(path, json.dumps(entry, sort_keys=True))
+
+
+def read(path: Path) -> list[dict[str, object]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return []

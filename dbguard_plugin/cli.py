@@ -1,0 +1,194 @@
+"""The ``dbguard`` command.
+
+Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 vetoed,
+4 verification failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from dbguard_plugin import __version__
+from dbguard_plugin.errors import ConfigError, DbGuardError
+from dbguard_plugin.events import Operation
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_VETOED, EXIT_VERIFY = 0, 1, 2, 3, 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Options:
+    """Options that every command accepts, before or after the command name."""
+
+    def __init__(self) -> None:
+        self.config: str | None = None
+        self.db: str | None = None
+        self.json = False
+
+
+def _set(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is not None and value is not False:
+            setattr(ctx.ensure_object(Options), name, value)
+        return value
+
+    return callback
+
+
+def common(func: F) -> F:
+    """Add --config, --db and --json to a command."""
+    func = click.option(
+        "--json", "as_json", is_flag=True, default=None, expose_value=False,
+        callback=_set("json"), help="Print machine-readable JSON.",
+    )(func)
+    func = click.option(
+        "--db", metavar="URL", expose_value=False, callback=_set("db"),
+        help="Database as a SQLAlchemy URL, e.g. sqlite:////path/tradesv3.sqlite "
+        "(overrides the config; env DBGUARD_DB).",
+    )(func)
+    func = click.option(
+        "--config", metavar="PATH", expose_value=False, callback=_set("config"),
+        help="Bot config file: JSON with a \"dbguard\" object or TOML with [dbguard] "
+        "(env DBGUARD_CONFIG).",
+    )(func)
+    return func
+
+
+def handle_errors(func: F) -> F:
+    """Turn dbguard's errors into a message on stderr and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DbGuardError as exc:
+            if _options().json:
+                verdict = getattr(exc, "verdict", None)
+                body: dict[str, Any] = {"error": str(exc), "exit_code": exc.exit_code}
+                if verdict is not None:
+                    body["verdict"] = verdict.as_dict()
+                click.echo(json.dumps(body, indent=2))
+            else:
+                click.echo(f"dbguard: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _options() -> Options:
+    return click.get_current_context().ensure_object(Options)
+
+
+def open_guard() -> Any:
+    from dbguard_plugin.guard import Guard
+
+    opts = _options()
+    path = opts.config or os.environ.get("DBGUARD_CONFIG")
+    db = opts.db or os.environ.get("DBGUARD_DB")
+    if path is None and db is None:
+        raise ConfigError(
+            "no database given: use --db URL (e.g. --db sqlite:////path/tradesv3.sqlite) "
+            "or --config PATH to the bot's config file"
+        )
+    return Guard.from_config(path, db_url=db)
+
+
+def emit(data: Any, human: str) -> None:
+    if _options().json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(human)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dbguard")
+@common
+@click.option("-v", "--verbose", is_flag=True, help="Log what dbguard does to stderr.")
+def cli(verbose: bool) -> None:
+    """Guard a trading bot's database: no risky operation while orders are in flight.
+
+    Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 vetoed,
+    4 verification failed.
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+@common
+@handle_errors
+def status() -> None:
+    """Show the lease, who holds it and why, and this configuration."""
+    guard = open_guard()
+    data = guard.status()
+    emit(data, _render_status(data))
+
+
+@cli.command()
+@click.argument("operation", metavar="OPERATION")
+@common
+@handle_errors
+def check(operation: str) -> None:
+    """Would OPERATION be allowed now? Exit 3 with every reason when vetoed.
+
+    OPERATION is one of: restore, replace, move, profile_switch, migrate, vacuum, delete.
+    """
+    try:
+        op = Operation.parse(operation)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    guard = open_guard()
+    verdict = guard.check(op)
+    lines = [verdict.summary()] + [f"  ! {w}" for w in verdict.warnings]
+    emit(verdict.as_dict(), "\n".join(lines))
+    if not verdict.allowed:
+        sys.exit(EXIT_VETOED)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the demo directory afterwards.")
+@common
+@handle_errors
+def demo(keep: bool) -> None:
+    """Run a paper-trading bot and an operator against a throw-away SQLite file."""
+    from dbguard_plugin.demo import run_demo
+
+    opts = _options()
+    sys.exit(run_demo(db_url=opts.db, keep=keep, as_json=opts.json, echo=click.echo))
+
+
+def _render_status(data: dict[str, Any]) -> str:
+    lease = data["lease"]
+    lines = [
+        f"database:    {data['database']}",
+        f"environment: {data['environment']}" + ("" if data["enabled"] else " (disabled)"),
+        f"state dir:   {data['state_dir']}",
+        f"orders lock: {lease['orders']}",
+        f"session:     {lease['session']}",
+    ]
+    for holder in lease["holders"]:
+        if holder["role"] == "operation":
+            lines.append(f"  pid {holder['pid']} on {holder['host']}: {holder['operation']}")
+            continue
+        orders = ", ".join(str(o.get("order_id")) for o in holder["orders_in_flight"]) or "none"
+        session = (holder["session"] or {}).get("session_id", "none")
+        lines.append(
+            f"  bot pid {holder['pid']} on {holder['host']}: session {session}, "
+            f"orders in flight: {orders}"
+        )
+    lines.append(f"plugins:     {', '.join(data['plugins'])}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli(prog_name="dbguard")

@@ -1,0 +1,192 @@
+"""Configuration, read from the bot's own config file.
+
+A JSON file with a ``"dbguard"`` object (freqtrade's config.json accepts extra keys; its
+top-level ``db_url`` is used when dbguard names none) or a TOML file with a ``[dbguard]``
+table. Every error names the file, the key, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dbguard_plugin.errors import ConfigError
+from dbguard_plugin.events import Operation
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENVIRONMENTS = ("development", "testing", "production")
+
+# Operations an active session vetoes, by environment. Production is strict; elsewhere
+# only the operations that need the host stopped (the file moves, the schema changes or
+# another database takes over) are vetoed, and the rest only warn.
+_NEEDS_HOST_STOPPED = (
+    Operation.MOVE, Operation.PROFILE_SWITCH, Operation.MIGRATE, Operation.VACUUM,
+    Operation.DELETE,
+)
+SESSION_VETOES: dict[str, tuple[Operation, ...]] = {
+    "production": tuple(Operation),
+    "testing": _NEEDS_HOST_STOPPED,
+    "development": (),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """dbguard's settings for one database."""
+
+    enabled: bool = True
+    db_url: str | None = None
+    environment: str = "production"
+    state_dir: str | None = None
+    session_vetoes: tuple[Operation, ...] | None = None
+    maintenance_wait: float = 0.0
+    audit_log: str | None = None
+    #: Where the settings came from, for error messages.
+    source: str = field(default="defaults", compare=False)
+
+    @property
+    def vetoed_by_session(self) -> tuple[Operation, ...]:
+        if self.session_vetoes is not None:
+            return self.session_vetoes
+        return SESSION_VETOES.get(self.environment, SESSION_VETOES["production"])
+
+    def with_db(self, db_url: str | None) -> Config:
+        if db_url is None:
+            return self
+        return dataclasses.replace(self, db_url=db_url)
+
+    # -- loading ------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        """Read *path* (JSON or TOML, by suffix or content)."""
+        file = Path(path).expanduser()
+        try:
+            raw = file.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{file}: no such config file; check --config") from None
+        except OSError as exc:
+            raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
+        text = raw.decode("utf-8", errors="replace")
+        document: Any
+        if file.suffix.lower() == ".toml":
+            document = _parse_toml(file, text)
+        else:
+            try:
+                document = json.loads(text)
+            except json.JSONDecodeError as exc:
+                if file.suffix.lower() == ".json":
+                    raise ConfigError(
+                        f"{file}: not valid JSON at line {exc.lineno} column {exc.colno}: "
+                        f"{exc.msg}"
+                    ) from None
+                document = _parse_toml(file, text)
+        if not isinstance(document, dict):
+            raise ConfigError(f"{file}: expected an object at the top level")
+        section = document.get("dbguard", {})
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"{file}: 'dbguard' must be an object/table of settings, "
+                f"not {type(section).__name__}"
+            )
+        settings = dict(section)
+        host_url = document.get("db_url")
+        if "db_url" not in settings and isinstance(host_url, str):
+            settings["db_url"] = host_url
+        return cls.from_mapping(settings, source=str(file))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "settings") -> Config:
+        known = {f.name for f in fields(cls)} - {"source"}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(
+                    f"{source}: unknown key dbguard.{key}{hint}; "
+                    f"known keys: {', '.join(sorted(known))}"
+                )
+            values[key] = _VALIDATORS[key](source, key, value)
+        return cls(source=source, **values)
+
+
+def _parse_toml(file: Path, text: str) -> Any:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+
+
+def _bad(source: str, key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{source}: dbguard.{key} = {value!r} is invalid: expected {expected}")
+
+
+def _bool(source: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(source, key, value, "true or false")
+    return value
+
+
+def _text(source: str, key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(source, key, value, "a non-empty string")
+    return value
+
+
+def _url(source: str, key: str, value: Any) -> str | None:
+    from dbguard_plugin.location import redact
+
+    if value is not None and not isinstance(value, str):
+        raise _bad(source, key, value, "a SQLAlchemy URL string such as sqlite:////path/db")
+    if isinstance(value, str) and "://" not in value:
+        raise ConfigError(
+            f"{source}: dbguard.{key} = {redact(value)!r} is invalid: expected a SQLAlchemy "
+            "URL such as sqlite:////path/to/tradesv3.sqlite"
+        )
+    return value
+
+
+def _environment(source: str, key: str, value: Any) -> str:
+    if value not in ENVIRONMENTS:
+        raise _bad(source, key, value, "one of " + ", ".join(ENVIRONMENTS))
+    return str(value)
+
+
+def _operations(source: str, key: str, value: Any) -> tuple[Operation, ...]:
+    names = ", ".join(op.value for op in Operation)
+    if not isinstance(value, list):
+        raise _bad(source, key, value, f"a list of operations from: {names}")
+    try:
+        return tuple(Operation.parse(item) for item in value)
+    except (ValueError, AttributeError):
+        raise _bad(source, key, value, f"a list of operations from: {names}") from None
+
+
+def _seconds(source: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 3600:
+        raise _bad(source, key, value, "a number of seconds from 0 to 3600")
+    return float(value)
+
+
+_VALIDATORS: dict[str, Callable[[str, str, Any], Any]] = {
+    "enabled": _bool,
+    "db_url": _url,
+    "environment": _environment,
+    "state_dir": _text,
+    "session_vetoes": _operations,
+    "maintenance_wait": _seconds,
+    "audit_log": _text,
+}

@@ -1,0 +1,35 @@
+"""Errors dbguard raises, each with the CLI exit code that reports it."""
+
+from __future__ import annotations
+
+
+class DbGuardError(Exception):
+    """Base class: a failure that the CLI reports with exit code 1."""
+
+    exit_code = 1
+
+
+class ConfigError(DbGuardError):
+    """Configuration or usage is wrong: exit 2. The message names the key and the fix."""
+
+    exit_code = 2
+
+
+class VetoedError(DbGuardError):
+    """The guard refused the operation: exit 3. ``verdict`` holds every reason."""
+
+    exit_code = 3
+
+    def __init__(self, verdict: object, message: str) -> None:
+        super().__init__(message)
+        self.verdict = verdict
+
+
+class VerificationError(DbGuardError):
+    """A backup or database failed verification: exit 4."""
+
+    exit_code = 4
+
+
+class UnsafePathError(ConfigError):
+    """A path or name from a user would escape its directory or follow a symlink."""

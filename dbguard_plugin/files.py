@@ -1,0 +1,69 @@
+"""Private files and directories: 0600 and 0700, written atomically, never via symlinks."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from dbguard_plugin.errors import UnsafePathError
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """Create *path* (0700) if needed and refuse one that is a symlink or not a directory."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            raise UnsafePathError(
+                f"{path} is a symlink; dbguard keeps its files only in a real directory: "
+                "remove the link or point the configuration at the real directory"
+            ) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise UnsafePathError(f"{path} exists and is not a directory: move it away") from None
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return private_dir(path)
+    return path
+
+
+def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    """Open *path* 0600 without following a symlink; return the descriptor."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                       FILE_MODE)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UnsafePathError(f"{path} is a symlink; dbguard will not follow it") from exc
+        raise
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace *path* with *data*: readers see the old file or the new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    write_atomic(path, json.dumps(value, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line with O_APPEND, so concurrent writers never interleave a line."""
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, line.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,409 @@
+"""The guard: one per database in a process. Hosts feed it; operators ask it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from dbguard_plugin import audit, signals
+from dbguard_plugin.config import Config
+from dbguard_plugin.errors import ConfigError, VetoedError
+from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo
+from dbguard_plugin.lease import Lease, LeaseView
+from dbguard_plugin.location import DatabaseLocation, locate
+from dbguard_plugin.plugins import load_plugins
+from dbguard_plugin.state import Snapshot, TradingState
+from dbguard_plugin.status import HOSTNAME, HolderStatus, StatusPublisher, status_path
+from dbguard_plugin.verdict import Reason, Verdict
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Guard", "Reason", "Verdict"]
+
+
+class Guard:
+    """Guards one database: tracks this process's trading and answers operators.
+
+    A host creates one Guard per database and calls :meth:`start_session`,
+    :meth:`admit_order`, :meth:`order_event` and :meth:`end_session`. An operator (the CLI,
+    a UI) calls :meth:`check` or runs an operation inside :meth:`operation`.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        db_url: str | None = None,
+        plugin_manager: pluggy.PluginManager | None = None,
+    ) -> None:
+        config = (config or Config()).with_db(db_url)
+        if not config.db_url:
+            raise ConfigError(
+                f"{config.source}: no database: set dbguard.db_url in the config file "
+                "or give --db URL (e.g. sqlite:////path/to/tradesv3.sqlite)"
+            )
+        self.config = config
+        self.location: DatabaseLocation = locate(config.db_url, config.state_dir)
+        self.pm = plugin_manager or load_plugins()
+        self.state = TradingState()
+        self.lease = Lease(self.location.state_dir)
+        self._publisher = StatusPublisher(
+            status_path(self.lease.holders_dir, "bot"), self._bot_status
+        )
+        self._lease_lock = threading.Lock()
+        self._hook = self.pm.hook
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, db_url: str | None = None) -> Guard:
+        config = Config.load(path) if path is not None else Config()
+        return cls(config, db_url=db_url)
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    @property
+    def audit_path(self) -> Path:
+        if self.config.audit_log:
+            return Path(self.config.audit_log).expanduser()
+        return self.location.state_dir / "audit.jsonl"
+
+    # -- host side: lifecycle ----------------------------------------------------------
+
+    def start_session(
+        self, session_id: str | None = None, *, host: str = "custom", dry_run: bool = False
+    ) -> SessionInfo:
+        """Tell dbguard a trading session starts; call before the first order."""
+        now = time.time()
+        session = SessionInfo(
+            session_id
+            or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + f"-{os.getpid()}",
+            now,
+            host,
+            dry_run,
+        )
+        if self.enabled:
+            self._hook.dbguard_session_started(guard=self, session=session)
+        return session
+
+    def end_session(self) -> SessionInfo | None:
+        """Tell dbguard the session ends; call after the host's final commit."""
+        session = self.state.session
+        if self.enabled and session is not None:
+            self._hook.dbguard_session_ending(guard=self, session=session)
+        return session
+
+    def admit_order(self, timeout: float | None = None) -> bool:
+        """Ask to place a new order. False means maintenance: an operation holds the lease.
+
+        Call just before submitting; a host that gets False skips that entry and tries
+        again on a later loop. *timeout* (default ``maintenance_wait`` from the config)
+        bounds how long to wait for the operation to finish.
+        """
+        if not self.enabled:
+            return True
+        self.state.admit()
+        wait = self.config.maintenance_wait if timeout is None else timeout
+        if self.sync_lease(wait):
+            return True
+        self.state.withdraw()
+        self.sync_lease()
+        holder = self._operation_holder()
+        log.warning(
+            "dbguard: new order refused, database maintenance in progress%s",
+            f" ({holder})" if holder else "",
+        )
+        signals.maintenance_refused.send(self, holder=holder)
+        return False
+
+    def withdraw_admission(self) -> None:
+        """Give back an admission whose order was not placed after all."""
+        if self.enabled and self.state.withdraw():
+            self.sync_lease()
+
+    def order_event(
+        self,
+        event: OrderEvent | str | int,
+        kind: OrderKind | str | None = None,
+        *,
+        symbol: str = "",
+        side: str = "",
+    ) -> None:
+        """Report an order event: ``order_event(OrderEvent(...))`` or ``order_event(id, kind)``."""
+        if not self.enabled:
+            return
+        if not isinstance(event, OrderEvent):
+            if kind is None:
+                raise TypeError("order_event(order_id, kind): kind is required")
+            event = OrderEvent.of(event, kind, symbol, side)
+        self._hook.dbguard_order_event(guard=self, event=event)
+
+    def reconcile(self, open_orders: dict[str, tuple[str, str]]) -> None:
+        """Make the tracker match the host's own list of open orders (id -> (symbol, side))."""
+        if not self.enabled:
+            return
+        flipped = self.state.reconcile(open_orders)
+        if flipped:
+            self.sync_lease()
+        else:
+            self.publish_status_soon()
+
+    # -- lease bookkeeping (used by the built-in tracking plugin) ----------------------
+
+    def sync_lease(self, timeout: float = 0.0) -> bool:
+        """Make the shared lease follow the tracker: held exactly while busy.
+
+        Returns False when the tracker is busy but the lease could not be taken.
+        """
+        with self._lease_lock:
+            busy = self.state.busy
+            if busy and not self.lease.holding_orders:
+                if not self.lease.hold_orders(timeout):
+                    return False
+                self._publisher.publish_now()
+            elif not busy and self.lease.holding_orders:
+                self._publish_or_withdraw()
+                self.lease.release_orders()
+            return True
+
+    def publish_status_soon(self) -> None:
+        self._publisher.publish_soon()
+
+    def publish_status_now(self) -> None:
+        with self._lease_lock:
+            self._publish_or_withdraw()
+
+    def _publish_or_withdraw(self) -> None:
+        if self.state.busy or self.state.session is not None:
+            self._publisher.publish_now()
+        else:
+            self._publisher.withdraw()
+
+    def _bot_status(self) -> dict[str, Any]:
+        snapshot = self.state.snapshot()
+        return {
+            "role": "bot",
+            "pid": os.getpid(),
+            "host": HOSTNAME,
+            "database": self.location.redacted,
+            "updated": time.time(),
+            **snapshot.as_dict(),
+        }
+
+    # -- operator side -----------------------------------------------------------------
+
+    def check(self, operation: Operation | str) -> Verdict:
+        """Every reason *operation* may not run now. Sends ``operation-vetoed`` if any."""
+        op = Operation.parse(operation)
+        snapshot = self.state.snapshot()
+        view = self.lease.probe()
+        reasons = self._lease_reasons(snapshot, view)
+        warnings: list[str] = []
+        sessions = self._sessions(snapshot, view)
+        if sessions:
+            text = "; ".join(sessions)
+            if op in self.config.vetoed_by_session:
+                reasons.append(Reason(
+                    "session-active",
+                    f"a trading session is active ({text}); {op.value} needs the bot "
+                    f"stopped in the {self.config.environment} environment",
+                    overridable=True,
+                ))
+            else:
+                warnings.append(f"a trading session is active ({text})")
+        vetoed = self._hook.dbguard_veto(guard=self, operation=op, state=snapshot)
+        if vetoed:
+            reasons.append(Reason("plugin", str(vetoed), overridable=True))
+        verdict = Verdict(op, tuple(reasons), tuple(warnings))
+        if reasons:
+            signals.operation_vetoed.send(
+                self, operation=op, verdict=verdict, reasons=[r.message for r in reasons]
+            )
+        return verdict
+
+    def authorize(
+        self, operation: Operation | str, *, force: bool = False, who: str | None = None
+    ) -> Verdict:
+        """Check *operation*; raise :class:`VetoedError` unless it is allowed or forced.
+
+        ``force`` overrides an active session and plugin vetoes, and is written to the
+        audit log. It never overrides orders in flight or a lease held by an operation.
+        """
+        verdict = self.check(operation)
+        if verdict.allowed:
+            return verdict
+        if force and verdict.overridable:
+            forced = dataclasses.replace(verdict, forced=True)
+            who = who or audit.operator()
+            audit.record_force(self.audit_path, forced, who, self.location.redacted)
+            log.warning("dbguard: %s forced by %s over: %s", forced.operation.value, who,
+                        "; ".join(r.message for r in forced.reasons))
+            signals.operation_forced.send(
+                self, operation=forced.operation, verdict=forced,
+                reasons=[r.message for r in forced.reasons], who=who,
+            )
+            return forced
+        hint = "" if verdict.overridable else " (--force cannot override these)"
+        raise VetoedError(verdict, verdict.summary() + hint)
+
+    @contextlib.contextmanager
+    def operation(
+        self,
+        operation: Operation | str,
+        *,
+        force: bool = False,
+        who: str | None = None,
+        timeout: float = 0.0,
+    ) -> Iterator[Verdict]:
+        """Hold the lease exclusive for *operation*, after the guard allowed it.
+
+        While inside, no bot can admit a new order (maintenance mode) and no other
+        operation can start. Raises :class:`VetoedError` with every reason otherwise.
+        """
+        op = Operation.parse(operation)
+        if not self.lease.take_exclusive(timeout):
+            verdict = self.check(op)
+            if not verdict.reasons:  # the holder left between the two looks
+                verdict = Verdict(op, (Reason(
+                    "lease-held", "another process held the lease; try again", False),))
+            raise VetoedError(verdict, verdict.summary())
+        publisher = StatusPublisher(
+            status_path(self.lease.holders_dir, "operation"),
+            lambda: {
+                "role": "operation", "pid": os.getpid(), "host": HOSTNAME,
+                "operation": op.value, "since": time.time(),
+                "database": self.location.redacted,
+            },
+        )
+        try:
+            publisher.publish_now()
+            yield self.authorize(op, force=force, who=who)
+        finally:
+            publisher.withdraw()
+            self.lease.release_exclusive()
+
+    def status(self) -> dict[str, Any]:
+        """Everything ``dbguard status`` shows, as plain data."""
+        view = self.lease.probe()
+        return {
+            "database": self.location.redacted,
+            "environment": self.config.environment,
+            "enabled": self.enabled,
+            "state_dir": str(self.location.state_dir),
+            "lease": {
+                "orders": "free" if view.orders_free else "held",
+                "session": "free" if view.session_free else "held",
+                "holders": [_holder_dict(h) for h in view.holders],
+            },
+            "this_process": self.state.snapshot().as_dict(),
+            "plugins": [name for name, _ in self.pm.list_name_plugin()],
+        }
+
+    def close(self) -> None:
+        """Give back everything this process holds (the host is shutting down)."""
+        self._publisher.close()
+        with self._lease_lock:
+            self._publisher.withdraw()
+            self.lease.close()
+
+    # -- reasons -------------------------------------------------------------------------
+
+    def _lease_reasons(self, snapshot: Snapshot, view: LeaseView) -> list[Reason]:
+        reasons: list[Reason] = []
+        pid = os.getpid()
+        if snapshot.orders:
+            reasons.append(_orders_reason(
+                f"pid {pid} (this process)", pid, HOSTNAME,
+                [order.describe() for order in snapshot.orders],
+            ))
+        elif snapshot.admissions:
+            reasons.append(Reason(
+                "orders-in-flight",
+                f"pid {pid} (this process) is about to place an order", False,
+                {"pid": pid, "host": HOSTNAME},
+            ))
+        if view.orders_free or self.lease.holding_exclusive:
+            return reasons
+        others = view.others()
+        explained = False
+        for holder in others:
+            if holder.role == "operation":
+                explained = True
+                reasons.append(Reason(
+                    "operation-in-progress",
+                    f"{holder.operation} in progress by {holder.where()}; wait for it to "
+                    "finish", False, {"pid": holder.pid, "host": holder.host,
+                                      "operation": holder.operation},
+                ))
+            elif holder.orders:
+                explained = True
+                reasons.append(_orders_reason(
+                    holder.where(), holder.pid, holder.host,
+                    [_describe_order(order) for order in holder.orders],
+                ))
+        if not explained and not self.lease.holding_orders:
+            bots = ", ".join(h.where() for h in others if h.role == "bot") or "unknown"
+            reasons.append(Reason(
+                "lease-held",
+                f"the database lease is held by another process ({bots}) that has not "
+                "published its orders yet; try again in a moment", False,
+            ))
+        return reasons
+
+    def _sessions(self, snapshot: Snapshot, view: LeaseView) -> list[str]:
+        found = []
+        if snapshot.session is not None:
+            found.append(f"session {snapshot.session.session_id} in pid {os.getpid()} "
+                         "(this process)")
+        if not view.session_free:
+            for holder in view.others():
+                if holder.session:
+                    found.append(f"session {holder.session.get('session_id')} in "
+                                 f"{holder.where()}")
+            if len(found) == (1 if snapshot.session is not None else 0) and (
+                self.state.session is None
+            ):
+                found.append("a session in a process that has not published its status")
+        return found
+
+    def _operation_holder(self) -> str | None:
+        for holder in self.lease.probe().others():
+            if holder.role == "operation":
+                return f"{holder.operation} by {holder.where()}"
+        return None
+
+
+def _describe_order(order: dict[str, Any]) -> str:
+    what = " ".join(str(order.get(k) or "") for k in ("symbol", "side")).strip()
+    oid = str(order.get("order_id"))
+    return f"{oid} ({what}, {order.get('state')})" if what else oid
+
+
+def _orders_reason(where: str, pid: int, host: str, orders: list[str]) -> Reason:
+    noun = "order" if len(orders) == 1 else "orders"
+    return Reason(
+        "orders-in-flight",
+        f"{len(orders)} {noun} in flight in {where}: {', '.join(orders)}",
+        False,
+        {"pid": pid, "host": host, "orders": orders},
+    )
+
+
+def _holder_dict(holder: HolderStatus) -> dict[str, Any]:
+    return {
+        "role": holder.role,
+        "pid": holder.pid,
+        "host": holder.host,
+        "orders_in_flight": holder.orders,
+        "session": holder.session,
+        "operation": holder.operation,
+    }

@@ -1,0 +1,50 @@
+"""Built-in plugin: follows the host's lifecycle into the tracker, the lease and signals."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from dbguard_plugin import signals
+from dbguard_plugin.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from dbguard_plugin.events import OrderEvent, SessionInfo
+    from dbguard_plugin.guard import Guard
+
+log = logging.getLogger(__name__)
+
+
+@hookimpl(tryfirst=True)
+def dbguard_session_started(guard: Guard, session: SessionInfo) -> None:
+    guard.state.start_session(session)
+    if not guard.lease.hold_session():
+        log.warning("dbguard: could not mark session %s active: an operation holds the "
+                    "session lock", session.session_id)
+    guard.publish_status_now()
+    signals.session_started.send(guard, session=session)
+
+
+@hookimpl(trylast=True)
+def dbguard_session_ending(guard: Guard, session: SessionInfo) -> None:
+    guard.state.end_session()
+    guard.sync_lease()
+    guard.publish_status_now()
+    guard.lease.release_session()
+    signals.session_ended.send(guard, session=session)
+
+
+@hookimpl(tryfirst=True)
+def dbguard_order_event(guard: Guard, event: OrderEvent) -> None:
+    change = guard.state.apply(event)
+    if change.flipped:
+        if not guard.sync_lease():
+            log.warning("dbguard: order %s is in flight but the lease is held by an "
+                        "operation; the host placed it without admit_order()", event.order_id)
+    elif change.before is not change.after:
+        guard.publish_status_soon()
+    if signals.order_state_changed.receivers:
+        signals.order_state_changed.send(
+            guard, event=event, before=change.before, after=change.after,
+            in_flight=change.in_flight, anomaly=change.anomaly,
+        )
