@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from dbguard_plugin.files import append_line
+from dbguard_plugin.files import append_line, private_dir
 from dbguard_plugin.status import HOSTNAME
 from dbguard_plugin.verdict import Verdict
 
@@ -31,6 +31,8 @@ def record_force(path: Path, verdict: Verdict, who: str, database: str) -> None:
         "operation": verdict.operation.value,
         "reasons_overridden": [reason.as_dict() for reason in verdict.reasons],
     }
+    if not path.parent.is_dir():
+        private_dir(path.parent)
     append_line(path, json.dumps(entry, sort_keys=True))
 
 

@@ -43,8 +43,18 @@ def _set(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
     return callback
 
 
+def _verbose(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    if value:
+        logging.getLogger("dbguard_plugin").setLevel(logging.INFO)
+    return value
+
+
 def common(func: F) -> F:
-    """Add --config, --db and --json to a command."""
+    """Add --config, --db, --json and -v to a command."""
+    func = click.option(
+        "-v", "--verbose", is_flag=True, expose_value=False, callback=_verbose,
+        help="Log what dbguard does to stderr.",
+    )(func)
     func = click.option(
         "--json", "as_json", is_flag=True, default=None, expose_value=False,
         callback=_set("json"), help="Print machine-readable JSON.",
@@ -111,17 +121,13 @@ def emit(data: Any, human: str) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dbguard")
 @common
-@click.option("-v", "--verbose", is_flag=True, help="Log what dbguard does to stderr.")
-def cli(verbose: bool) -> None:
+def cli() -> None:
     """Guard a trading bot's database: no risky operation while orders are in flight.
 
     Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 vetoed,
     4 verification failed.
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -44,15 +45,34 @@ def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
         raise
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace *path* with *data*: readers see the old file or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Replace *path* with *data*: readers see the old file or the new, never half.
+
+    With *fsync*, the data and then the directory entry are on disk when this returns.
+    """
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in *path* durable (where the platform allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_json_atomic(path: Path, value: Any) -> None:

@@ -113,8 +113,12 @@ class Guard:
             return True
         self.state.admit()
         wait = self.config.maintenance_wait if timeout is None else timeout
-        if self.sync_lease(wait):
-            return True
+        try:
+            if self.sync_lease(wait):
+                return True
+        except BaseException:
+            self.state.withdraw()
+            raise
         self.state.withdraw()
         self.sync_lease()
         holder = self._operation_holder()
@@ -252,7 +256,7 @@ class Guard:
                 reasons=[r.message for r in forced.reasons], who=who,
             )
             return forced
-        hint = "" if verdict.overridable else " (--force cannot override these)"
+        hint = "" if verdict.overridable else " (force cannot override these)"
         raise VetoedError(verdict, verdict.summary() + hint)
 
     @contextlib.contextmanager
@@ -270,6 +274,12 @@ class Guard:
         operation can start. Raises :class:`VetoedError` with every reason otherwise.
         """
         op = Operation.parse(operation)
+        if self.lease.holding_exclusive:
+            raise VetoedError(Verdict(op, (Reason(
+                "operation-in-progress",
+                f"this process (pid {os.getpid()}) is already running an operation; "
+                "finish it first", False, {"pid": os.getpid()}),)),
+                f"{op.value}: vetoed: an operation is already running in this process")
         if not self.lease.take_exclusive(timeout):
             verdict = self.check(op)
             if not verdict.reasons:  # the holder left between the two looks

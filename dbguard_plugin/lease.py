@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import portalocker
 
+from dbguard_plugin.errors import UnsafePathError
 from dbguard_plugin.files import open_private, private_dir
 from dbguard_plugin.status import HolderStatus, read_holders, remove_stale
 
@@ -39,6 +41,20 @@ class LeaseView:
 
     def others(self) -> list[HolderStatus]:
         return [h for h in self.holders if not (h.local and h.pid == os.getpid())]
+
+
+def _real_dir(path: Path) -> bool:
+    """False when *path* is missing; refuses a symlink or a non-directory."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafePathError(
+            f"{path} is a symlink or not a directory; dbguard keeps its files only in a "
+            "real directory: remove it or point state_dir at a real directory"
+        )
+    return True
 
 
 class _Lock:
@@ -72,12 +88,19 @@ class _Lock:
             fh.close()  # type: ignore[attr-defined]
 
     def free(self) -> bool:
-        """True when nobody holds the lock; takes it exclusive for an instant to know."""
+        """True when nobody holds the lock; takes it exclusive for an instant to know.
+
+        Another process's probe holds it exclusive for an instant too, so a miss is
+        retried for a short grace period before the lock counts as held.
+        """
         probe = _Lock(self.path)
-        if probe.take(_EXCLUSIVE):
-            probe.drop()
-            return True
-        return False
+        deadline = time.monotonic() + _PROBE_GRACE
+        while not probe.take(_EXCLUSIVE):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        probe.drop()
+        return True
 
 
 class Lease:
@@ -157,7 +180,7 @@ class Lease:
 
     def probe(self) -> LeaseView:
         """Look at the lease without keeping anything: free or not, and who explains it."""
-        if not self.state_dir.is_dir():
+        if not _real_dir(self.state_dir) or not _real_dir(self.holders_dir):
             return LeaseView(True, True, [])
         orders_free = not self._orders.held and self._orders.free()
         session_free = not self._session.held and self._session.free()

@@ -14,6 +14,9 @@ from sqlalchemy.exc import ArgumentError
 from dbguard_plugin.errors import ConfigError
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# user:password@ anywhere, with or without a scheme before it (a URL typed without "://"
+# must not leak its password into an error message either).
+_CREDENTIALS = re.compile(r"([^\s:/@'\"]+:)[^\s'\"/]*@")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def locate(url: str | URL, state_dir: str | Path | None = None) -> DatabaseLocat
 
 def redact(text: str) -> str:
     """Hide a password in anything that looks like a URL with credentials."""
-    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def user_state_dir() -> Path:

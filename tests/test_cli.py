@@ -1,0 +1,247 @@
+"""The ``dbguard`` command: output, options anywhere, and the exit-code contract.
+
+Exit codes: 0 ok, 2 usage or configuration error, 3 vetoed. Each code is checked at least
+once through a real ``python -m dbguard_plugin`` process; finer points use CliRunner.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dbguard_plugin import __version__
+from dbguard_plugin.cli import cli
+from dbguard_plugin.events import Operation
+
+SECRET_URL = "postgresql://u:s3cret@127.0.0.1/x"
+
+
+@pytest.fixture
+def invoke(child_env):
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(cli, list(args), env=child_env(), catch_exceptions=False)
+
+    return run
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def test_status_human_and_json_with_a_bot_holding_the_lease(spawn, scripts, run_cli, db_url):
+    bot = spawn(scripts["bot_with_orders"], db_url)
+
+    human = run_cli("status", "--db", db_url)
+    assert human.returncode == 0, human.stderr
+    assert f"database:    {db_url}" in human.stdout
+    assert "environment: production" in human.stdout
+    assert "orders lock: held" in human.stdout
+    assert "session:     held" in human.stdout
+    assert f"bot pid {bot.pid}" in human.stdout
+    assert "session S-7" in human.stdout
+    assert "A-1001, B-2002" in human.stdout
+    assert "plugins:     dbguard_plugin.tracking" in human.stdout
+
+    as_json = run_cli("status", "--json", "--db", db_url)
+    assert as_json.returncode == 0
+    data = json.loads(as_json.stdout)
+    assert {"database", "environment", "lease", "this_process", "plugins"} <= set(data)
+    assert data["database"] == db_url
+    assert data["lease"]["orders"] == "held"
+    assert data["lease"]["session"] == "held"
+    (holder,) = data["lease"]["holders"]
+    assert holder["pid"] == bot.pid
+    assert holder["role"] == "bot"
+    assert [o["order_id"] for o in holder["orders_in_flight"]] == ["A-1001", "B-2002"]
+    assert holder["session"]["session_id"] == "S-7"
+    # The status process itself trades nothing.
+    assert data["this_process"]["orders_in_flight"] == []
+    assert data["this_process"]["session"] is None
+    assert "dbguard_plugin.tracking" in data["plugins"]
+
+
+def test_status_of_an_idle_database(invoke, db_url):
+    result = invoke("status", "--db", db_url, "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["lease"] == {"orders": "free", "session": "free", "holders": []}
+    assert data["enabled"] is True
+
+
+def test_status_shows_an_operation(spawn, scripts, invoke, db_url):
+    operation = spawn(scripts["operation_holder"], db_url, "vacuum")
+    result = invoke("status", "--db", db_url)
+    assert result.exit_code == 0
+    assert f"pid {operation.pid}" in result.stdout
+    assert "vacuum" in result.stdout
+    assert "orders lock: held" in result.stdout
+
+
+# -- check: the exit-code contract --------------------------------------------------------
+
+
+def test_check_exit_codes_through_real_processes(spawn, scripts, run_cli, db_url):
+    free = run_cli("check", "restore", "--db", db_url)
+    assert free.returncode == 0
+    assert free.stdout.strip() == "restore: allowed"
+    assert free.stderr == ""
+
+    bot = spawn(scripts["bot_with_orders"], db_url)
+    vetoed = run_cli("check", "restore", "--db", db_url)
+    assert vetoed.returncode == 3
+    assert vetoed.stdout.startswith("restore: vetoed")
+    vetoed_json = run_cli("--json", "check", "restore", "--db", db_url)
+    assert vetoed_json.returncode == 3
+    body = json.loads(vetoed_json.stdout)
+    assert body["allowed"] is False
+    assert body["forced"] is False
+    assert {r["code"] for r in body["reasons"]} == {"orders-in-flight", "session-active"}
+    bot.kill()
+
+
+def test_bad_operation_name_is_a_usage_error(run_cli, db_url):
+    result = run_cli("check", "reboot", "--db", db_url)
+    assert result.returncode == 2
+    assert "unknown operation 'reboot'" in result.stderr
+    for op in Operation:
+        assert op.value in result.stderr
+    assert result.stdout == ""
+
+
+def test_bad_operation_name_as_json(invoke, db_url):
+    result = invoke("check", "reboot", "--db", db_url, "--json")
+    assert result.exit_code == 2
+    body = json.loads(result.stdout)
+    assert body["exit_code"] == 2
+    assert "restore" in body["error"]
+
+
+def test_no_database_is_a_usage_error_naming_both_options(run_cli, tmp_path):
+    result = run_cli("check", "restore")
+    assert result.returncode == 2
+    assert "--db" in result.stderr
+    assert "--config" in result.stderr
+    status = run_cli("status")
+    assert status.returncode == 2
+    assert "--db" in status.stderr
+    assert "--config" in status.stderr
+
+
+def test_database_from_environment_variable(child_env, db_url):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["status", "--json"], env=child_env(DBGUARD_DB=db_url))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["database"] == db_url
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ["--db", "{db}", "--config", "{config}", "check", "vacuum"],
+        ["check", "vacuum", "--db", "{db}", "--config", "{config}"],
+        ["--db", "{db}", "check", "vacuum", "--config", "{config}"],
+        ["--config", "{config}", "check", "--db", "{db}", "vacuum"],
+        ["--json", "--config", "{config}", "check", "vacuum", "--db", "{db}"],
+    ],
+)
+def test_options_before_and_after_the_command(spawn, scripts, invoke, tmp_path, db_url, layout):
+    # Without --db nothing names the database (exit 2); with a "testing" config and a
+    # session active, vacuum is vetoed (exit 3) and restore only warns (exit 0); under
+    # the default production rules both would be vetoed.
+    config = tmp_path / "bot.json"
+    config.write_text(json.dumps({"dbguard": {"environment": "testing"}}))
+    spawn(scripts["bot_with_session"], db_url)
+    args = [part.format(db=db_url, config=config) for part in layout]
+    result = invoke(*args)
+    assert result.exit_code == 3, result.output
+    assert "testing environment" in result.output
+
+    allowed = invoke(*[a.replace("vacuum", "restore") for a in args])
+    assert allowed.exit_code == 0, allowed.output  # restore only warns in testing
+
+
+def test_db_option_overrides_the_config(invoke, tmp_path, db_url):
+    config = tmp_path / "bot.json"
+    config.write_text(json.dumps({"db_url": "sqlite:////nonexistent/elsewhere.sqlite"}))
+    result = invoke("status", "--json", "--config", str(config), "--db", db_url)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["database"] == db_url
+
+
+def test_config_error_exits_2(run_cli, tmp_path, db_url):
+    config = tmp_path / "bot.json"
+    config.write_text(json.dumps({"dbguard": {"environment": "staging"}}))
+    result = run_cli("check", "restore", "--config", str(config), "--db", db_url)
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert "dbguard.environment" in result.stderr
+    assert "'staging'" in result.stderr
+    assert "development, testing, production" in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_config_file_exits_2(invoke, tmp_path):
+    result = invoke("status", "--config", str(tmp_path / "missing.json"))
+    assert result.exit_code == 2
+    assert "no such config file" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error(run_cli):
+    result = run_cli("check", "restore", "--frobnicate")
+    assert result.returncode == 2
+    assert "--frobnicate" in result.stderr
+
+
+def test_version(invoke):
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert __version__ in result.stdout
+
+
+# -- secrets --------------------------------------------------------------------------------
+
+
+def test_password_is_never_printed_by_status_or_check(run_cli, invoke, tmp_path):
+    human = run_cli("status", "--db", SECRET_URL)
+    assert human.returncode == 0, human.stderr
+    assert "database:    postgresql://u:***@127.0.0.1/x" in human.stdout
+    assert "s3cret" not in human.stdout + human.stderr
+    as_json = invoke("status", "--json", "--db", SECRET_URL)
+    assert as_json.exit_code == 0
+    assert json.loads(as_json.stdout)["database"] == "postgresql://u:***@127.0.0.1/x"
+    assert "s3cret" not in as_json.output
+    for args in (["check", "restore", "--db", SECRET_URL],
+                 ["check", "restore", "--json", "--db", SECRET_URL]):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in result.output
+    # The per-user state directory for a server database is named without the password.
+    assert str(tmp_path / "xdg-state") in json.loads(as_json.stdout)["state_dir"]
+    assert "s3cret" not in json.loads(as_json.stdout)["state_dir"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:s3cret@127.0.0.1:notaport/x",  # parsed, then rejected
+        "postgres ql://u:s3cret@127.0.0.1/x",  # not a URL at all
+        "postgresql//u:s3cret@127.0.0.1/x",  # a typo: no "://"
+    ],
+)
+def test_password_is_never_printed_in_url_errors(invoke, url):
+    for args in (["check", "restore", "--db", url], ["status", "--json", "--db", url]):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert "s3cret" not in result.output
+
+
+def test_password_is_never_printed_in_config_errors(invoke, tmp_path, db_url):
+    config = tmp_path / "bot.json"
+    config.write_text(json.dumps({"dbguard": {"db_url": "postgresql//u:s3cret@127.0.0.1/x"}}))
+    result = invoke("check", "restore", "--config", str(config))
+    assert result.exit_code == 2
+    assert "dbguard.db_url" in result.stderr
+    assert "s3cret" not in result.output

@@ -1,0 +1,251 @@
+"""The documentation keeps up with the code: every hook, signal and command is documented.
+
+Modelled on datasette's test_docs.py. Headings are parsed from the reStructuredText
+source (a line followed by an underline of ``=``, ``-``, ``~`` or ``^`` at least as long),
+so these tests need neither Sphinx nor docutils.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import itertools
+import re
+from pathlib import Path
+
+import click
+import pytest
+
+from dbguard_plugin import cli, hookspecs, signals
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+TESTS = ROOT / "tests"
+
+_UNDERLINE = re.compile(r"^([=\-~^])\1*$")
+
+
+def headings(path: Path) -> list[str]:
+    """Every section title in *path*: a line followed by a long enough underline."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = []
+    for line, underline in itertools.pairwise(lines):
+        title = line.rstrip()
+        if (
+            title
+            and not title[0].isspace()
+            and not _UNDERLINE.match(title)
+            and _UNDERLINE.match(underline.rstrip())
+            and len(underline.rstrip()) >= len(title)
+        ):
+            found.append(title)
+    return found
+
+
+def section(path: Path, title: str) -> str:
+    """The text of the section headed *title*, up to the next heading."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    titles = set(headings(path))
+    start = lines.index(title) + 2
+    end = next(
+        (
+            i
+            for i in range(start, len(lines) - 1)
+            if lines[i] in titles and _UNDERLINE.match(lines[i + 1].rstrip())
+        ),
+        len(lines),
+    )
+    return "\n".join(lines[start:end])
+
+
+# -- what the code defines -----------------------------------------------------------------
+
+HOOKS = {
+    name: function
+    for name, function in inspect.getmembers(hookspecs, inspect.isfunction)
+    if name.startswith("dbguard_")
+}
+
+SIGNAL_ATTRIBUTES = {
+    value.name: name
+    for name, value in vars(signals).items()
+    if any(value is signal for signal in signals.ALL)
+}
+
+COMMANDS = sorted(cli.cli.commands)
+
+EXIT_CODES = {
+    "ok": cli.EXIT_OK,
+    "failure": cli.EXIT_FAILURE,
+    "usage or configuration error": cli.EXIT_USAGE,
+    "vetoed": cli.EXIT_VETOED,
+    "verification failed": cli.EXIT_VERIFY,
+}
+
+
+def hook_heading(name: str) -> str:
+    parameters = inspect.signature(HOOKS[name]).parameters
+    return f"{name}({', '.join(parameters)})"
+
+
+def test_the_code_defines_what_these_tests_walk() -> None:
+    assert len(HOOKS) >= 6
+    assert len(SIGNAL_ATTRIBUTES) == len(signals.ALL)
+    assert {"status", "check", "demo"} <= set(COMMANDS)
+    assert sorted(EXIT_CODES.values()) == [0, 1, 2, 3, 4]
+
+
+# -- 1. every hook has a heading with its real signature ----------------------------------
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
+def test_hook_is_documented(hook: str) -> None:
+    expected = hook_heading(hook)
+    documented = headings(DOCS / "plugin_hooks.rst")
+    same_name = [h for h in documented if h.split("(")[0] == hook]
+    assert expected in documented, (
+        f"docs/plugin_hooks.rst needs a heading {expected!r} for hookspec {hook}; "
+        f"found {same_name or 'none'}"
+    )
+
+
+def test_hook_is_marked_as_a_spec() -> None:
+    for name, function in HOOKS.items():
+        assert hasattr(function, "dbguard_spec"), f"{name} lacks @hookspec"
+
+
+def test_every_documented_hook_exists() -> None:
+    documented = [h for h in headings(DOCS / "plugin_hooks.rst") if h.startswith("dbguard_")]
+    stale = [h for h in documented if h.split("(")[0] not in HOOKS]
+    assert not stale, f"docs/plugin_hooks.rst documents hooks that do not exist: {stale}"
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
+def test_hook_section_has_an_example(hook: str) -> None:
+    text = section(DOCS / "plugin_hooks.rst", hook_heading(hook))
+    assert ".. code-block:: python" in text, f"{hook}: no example implementation"
+    assert "from dbguard_plugin import hookimpl" in text
+    assert f"def {hook}(" in text, f"{hook}: the example does not implement the hook"
+
+
+# -- 2. every signal has a heading with its name -------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SIGNAL_ATTRIBUTES))
+def test_signal_is_documented(name: str) -> None:
+    assert name in headings(DOCS / "signals.rst"), (
+        f"docs/signals.rst needs a heading {name!r} (signals.{SIGNAL_ATTRIBUTES[name]})"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SIGNAL_ATTRIBUTES))
+def test_signal_section_names_the_attribute(name: str) -> None:
+    text = section(DOCS / "signals.rst", name)
+    assert f"signals.{SIGNAL_ATTRIBUTES[name]}" in text
+    assert "**extra" in text, f"{name}: the example receiver must accept **extra"
+
+
+def test_every_documented_signal_exists() -> None:
+    kebab = re.compile(r"^[a-z]+(-[a-z]+)+$")
+    documented = [h for h in headings(DOCS / "signals.rst") if kebab.match(h)]
+    stale = [h for h in documented if h not in SIGNAL_ATTRIBUTES]
+    assert not stale, f"docs/signals.rst documents signals that do not exist: {stale}"
+
+
+# -- 3. every hook and signal is exercised by a test ---------------------------------------
+
+
+def _other_tests() -> str:
+    return "\n".join(
+        path.read_text(encoding="utf-8")
+        for path in sorted(TESTS.glob("test_*.py"))
+        if path.name != Path(__file__).name
+    )
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
+def test_hook_is_exercised_by_a_test(hook: str) -> None:
+    assert re.search(rf"\b{hook}\b", _other_tests()), (
+        f"no tests/test_*.py besides test_docs.py mentions hook {hook}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SIGNAL_ATTRIBUTES))
+def test_signal_is_exercised_by_a_test(name: str) -> None:
+    attribute = SIGNAL_ATTRIBUTES[name]
+    pattern = rf"\b(?:{re.escape(attribute)}|{re.escape(name)})\b"
+    assert re.search(pattern, _other_tests()), (
+        f"no tests/test_*.py besides test_docs.py mentions signal {name} (signals.{attribute})"
+    )
+
+
+# -- 4. every command, option and exit code is documented ----------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_is_documented(command: str) -> None:
+    text = (DOCS / "cli.rst").read_text(encoding="utf-8")
+    in_heading = any(
+        h.strip("`").split()[:2] == ["dbguard", command] for h in headings(DOCS / "cli.rst")
+    )
+    assert in_heading or f"``dbguard {command}" in text, (
+        f"docs/cli.rst does not document `dbguard {command}`"
+    )
+
+
+def _options(command: click.Command) -> list[str]:
+    return [
+        opt
+        for param in command.params
+        if isinstance(param, click.Option)
+        for opt in param.opts + param.secondary_opts
+    ]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_command_options_are_documented(command: str) -> None:
+    text = (DOCS / "cli.rst").read_text(encoding="utf-8")
+    target = cli.cli.commands[command] if command else cli.cli
+    missing = [opt for opt in _options(target) if f"``{opt}" not in text]
+    assert not missing, f"docs/cli.rst does not document {missing} of dbguard {command}"
+
+
+@pytest.mark.parametrize(("meaning", "code"), sorted(EXIT_CODES.items(), key=lambda i: i[1]))
+def test_exit_code_is_in_the_table(meaning: str, code: int) -> None:
+    table = section(DOCS / "cli.rst", "Exit codes")
+    rows = {
+        int(match.group(1)): match.group(2)
+        for match in re.finditer(r"^(\d+)\s+(\S.*)$", table, re.MULTILINE)
+    }
+    assert code in rows, f"the exit code table in docs/cli.rst lacks {code} ({meaning})"
+    assert rows[code].lower().startswith(meaning.split()[0]), (
+        f"exit code {code} should read {meaning!r}, the docs say {rows[code]!r}"
+    )
+
+
+# -- the examples are Python ----------------------------------------------------------------
+
+
+def _python_blocks(path: Path) -> list[tuple[int, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks = []
+    for number, line in enumerate(lines):
+        if line.strip() != ".. code-block:: python":
+            continue
+        indent = len(line) - len(line.lstrip())
+        body = []
+        for following in lines[number + 1 :]:
+            if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                break
+            body.append(following)
+        blocks.append((number + 1, inspect.cleandoc("\n".join(body))))
+    return blocks
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.rst")))
+def test_python_examples_parse(page: str) -> None:
+    for line, code in _python_blocks(DOCS / page):
+        try:
+            ast.parse(code)
+        except SyntaxError as exc:
+            pytest.fail(f"docs/{page}:{line}: example is not valid Python: {exc}")
