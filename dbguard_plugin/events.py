@@ -29,6 +29,18 @@ _TERMINAL = frozenset(
 )
 
 
+_KINDS: dict[str, OrderKind] = {kind.value: kind for kind in OrderKind}
+
+
+def parse_kind(kind: OrderKind | str) -> OrderKind:
+    """OrderKind from its value (a dict lookup: this runs for every order event)."""
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        names = ", ".join(_KINDS)
+        raise ValueError(f"unknown order event kind {kind!r}: expected one of {names}") from None
+
+
 class Operation(str, enum.Enum):
     """A risky database operation that the guard may veto."""
 
@@ -78,7 +90,7 @@ class OrderEvent:
         """Build an event from loosely typed host values (ids as ints, kinds as text)."""
         return cls(
             order_id=str(order_id),
-            kind=kind if isinstance(kind, OrderKind) else OrderKind(kind),
+            kind=parse_kind(kind),
             symbol=symbol,
             side=side,
             timestamp=time.time() if timestamp is None else timestamp,

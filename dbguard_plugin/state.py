@@ -7,11 +7,13 @@ raised, and the in-flight count can never go negative because it is the size of 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from dbguard_plugin.events import OrderEvent, OrderKind, SessionInfo
 
@@ -24,9 +26,9 @@ _ENDED_MEMORY = 10_000
 _RANK = {OrderKind.SUBMITTED: 0, OrderKind.ACCEPTED: 1, OrderKind.PARTIALLY_FILLED: 2}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InFlight:
-    """An order the exchange may still act on."""
+    """An order the exchange may still act on (not frozen: it is built on the hot path)."""
 
     order_id: str
     symbol: str
@@ -48,17 +50,15 @@ class InFlight:
         return f"{self.order_id} ({what}, {self.kind.value})" if what else self.order_id
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What one event did to the tracker."""
+class Change(NamedTuple):
+    """What one event did to the tracker (a tuple: it is built for every event)."""
 
-    event: OrderEvent
     before: OrderKind | None
     after: OrderKind | None
     in_flight: int
-    anomaly: str | None = None
+    anomaly: str | None
     #: True when the tracker went from idle to busy or back: the lease must follow.
-    flipped: bool = False
+    flipped: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +136,12 @@ class TradingState:
             return not self._orders and self._admissions == 0
 
     def apply(self, event: OrderEvent) -> Change:
-        oid = event.order_id
-        kind = event.kind
+        return self.record(event.order_id, event.kind, event.symbol, event.side, event.timestamp)
+
+    def record(
+        self, oid: str, kind: OrderKind, symbol: str, side: str, timestamp: float
+    ) -> Change:
+        """Apply one event given as plain values (the hot path builds no event object)."""
         with self._lock:
             was_busy = bool(self._orders) or self._admissions > 0
             current = self._orders.get(oid)
@@ -155,10 +159,9 @@ class TradingState:
                 after = None
             elif current is not None:
                 if _RANK[kind] > _RANK[current.kind]:
-                    self._orders[oid] = InFlight(
-                        oid, current.symbol or event.symbol, current.side or event.side,
-                        kind, current.since,
-                    )
+                    current.kind = kind
+                    current.symbol = current.symbol or symbol
+                    current.side = current.side or side
                     after = kind
                 else:
                     anomaly = "duplicate" if kind is current.kind else "out_of_order"
@@ -171,7 +174,7 @@ class TradingState:
                     anomaly = "out_of_order"
                 elif self._admissions:
                     self._admissions -= 1
-                self._orders[oid] = InFlight(oid, event.symbol, event.side, kind, event.timestamp)
+                self._orders[oid] = InFlight(oid, symbol, side, kind, timestamp)
                 after = kind
             if anomaly is not None:
                 self.anomalies[anomaly] += 1
@@ -179,7 +182,7 @@ class TradingState:
             count = len(self._orders)
         if anomaly is not None:
             log.info("order event %s for %s counted as %s", kind.value, oid, anomaly)
-        return Change(event, before, after, count, anomaly, was_busy != busy)
+        return Change(before, after, count, anomaly, was_busy != busy)
 
     def reconcile(self, open_orders: dict[str, tuple[str, str]]) -> bool:
         """Make the in-flight set exactly *open_orders* (id -> (symbol, side)).
@@ -218,7 +221,7 @@ class TradingState:
         with self._lock:
             return Snapshot(
                 self._session,
-                tuple(self._orders.values()),
+                tuple(dataclasses.replace(order) for order in self._orders.values()),
                 self._admissions,
                 dict(self.anomalies),
             )

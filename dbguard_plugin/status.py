@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from dbguard_plugin.files import write_json_atomic
 
 HOSTNAME = socket.gethostname()
+_MIN_INTERVAL = 0.02
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ class StatusPublisher:
             write_json_atomic(self.path, self._render())
 
     def publish_soon(self) -> None:
+        if self._wake.is_set():
+            return  # a write is already due; it will carry this change too
         if self._thread is None:
             self._start()
         self._wake.set()
@@ -168,3 +172,6 @@ class StatusPublisher:
                 if os.path.exists(self.path):
                     with contextlib.suppress(OSError):
                         write_json_atomic(self.path, self._render())
+            # Coalesce bursts: one write per interval at most, so a busy host's thread
+            # is not competing with a writer for the GIL on every event.
+            time.sleep(_MIN_INTERVAL)

@@ -6,10 +6,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from dbguard_plugin import signals
+from dbguard_plugin.events import OrderEvent, OrderKind
 from dbguard_plugin.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from dbguard_plugin.events import OrderEvent, SessionInfo
+    from dbguard_plugin.events import SessionInfo
     from dbguard_plugin.guard import Guard
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,26 @@ def dbguard_session_ending(guard: Guard, session: SessionInfo) -> None:
 
 @hookimpl(tryfirst=True)
 def dbguard_order_event(guard: Guard, event: OrderEvent) -> None:
-    change = guard.state.apply(event)
+    on_order(guard, event.order_id, event.kind, event.symbol, event.side, event.timestamp, event)
+
+
+def on_order(
+    guard: Guard, oid: str, kind: OrderKind, symbol: str, side: str, timestamp: float,
+    event: OrderEvent | None = None,
+) -> None:
+    """The tracker's side of an order event. The guard calls it directly when no other
+    plugin implements dbguard_order_event, which saves the hook call on the hot path."""
+    change = guard.state.record(oid, kind, symbol, side, timestamp)
     if change.flipped:
         if not guard.sync_lease():
             log.warning("dbguard: order %s is in flight but the lease is held by an "
-                        "operation; the host placed it without admit_order()", event.order_id)
+                        "operation; the host placed it without admit_order()", oid)
     elif change.before is not change.after:
         guard.publish_status_soon()
     if signals.order_state_changed.receivers:
         signals.order_state_changed.send(
-            guard, event=event, before=change.before, after=change.after,
+            guard,
+            event=event or OrderEvent(oid, kind, symbol, side, timestamp),
+            before=change.before, after=change.after,
             in_flight=change.in_flight, anomaly=change.anomaly,
         )

@@ -270,9 +270,9 @@ def threaded_scenarios(draw: st.DrawFn) -> tuple[dict[str, list[OrderKind]], lis
 
 
 def run_threads(state: TradingState, sequences: dict[str, list[OrderKind]],
-                schedules: list[list[str]]) -> list[Change]:
+                schedules: list[list[str]]) -> list[tuple[OrderEvent, Change]]:
     barrier = threading.Barrier(THREADS)
-    changes: list[list[Change]] = [[] for _ in range(THREADS)]
+    changes: list[list[tuple[OrderEvent, Change]]] = [[] for _ in range(THREADS)]
     errors: list[BaseException] = []
 
     def work(thread: int) -> None:
@@ -284,7 +284,7 @@ def run_threads(state: TradingState, sequences: dict[str, list[OrderKind]],
         try:
             barrier.wait(timeout=30)
             for event in events:
-                changes[thread].append(state.apply(event))
+                changes[thread].append((event, state.apply(event)))
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -306,10 +306,10 @@ def test_concurrent_events_leave_the_tracker_consistent(scenario):
     changes = run_threads(state, sequences, schedules)
 
     assert len(changes) == sum(len(seq) for seq in sequences.values())
-    for change in changes:
+    for event, change in changes:
         assert change.in_flight >= 0
         assert change.after is None or not change.after.terminal
-        if change.event.kind.terminal:
+        if event.kind.terminal:
             assert change.after is None
 
     snap = state.snapshot()
@@ -332,7 +332,7 @@ def test_concurrent_events_leave_the_tracker_consistent(scenario):
 
     assert {o.order_id: o.kind for o in snap.orders} == expected_flight
     assert +Counter(snap.anomalies) == +expected_anomalies
-    assert sum(1 for c in changes if c.anomaly) == sum(expected_anomalies.values())
+    assert sum(1 for _, c in changes if c.anomaly) == sum(expected_anomalies.values())
     assert state.busy == bool(expected_flight)
 
 
