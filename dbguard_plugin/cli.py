@@ -162,6 +162,121 @@ def check(operation: str) -> None:
 
 
 @cli.command()
+@click.option("--reason", metavar="TEXT", default="manual", show_default=True,
+              help="Why: one of manual, scheduled, pre-restore, ... or free text (kept as "
+              "a note of a manual backup).")
+@common
+@handle_errors
+def backup(reason: str) -> None:
+    """Take a verified hot backup of the live database now."""
+    from dbguard_plugin.manifest import REASONS
+    from dbguard_plugin.progress import LazyBar
+
+    guard = open_guard()
+    kind, note = (reason, "") if reason in REASONS else ("manual", reason)
+    with LazyBar("backing up", enabled=not _options().json) as bar:
+        manifest = guard.backup(kind, note=note, progress=bar)
+    path = guard.catalog.data_path(manifest)
+    emit(
+        {**manifest.as_dict(), "path": str(path)},
+        f"backup {manifest.id} verified: {_size(manifest.size)}, "
+        f"{sum(manifest.tables.values()):,} rows in {len(manifest.tables)} tables, "
+        f"{manifest.duration_s:.2f} s\n  {path}\n  sha256 {manifest.sha256}",
+    )
+
+
+@cli.command()
+@common
+@handle_errors
+def backups() -> None:
+    """List the backups in the catalog, oldest first."""
+    guard = open_guard()
+    rows = [
+        {
+            "id": m.id, "time": m.created, "reason": m.reason, "size": m.size,
+            "sha256": m.sha256, "verified": m.verified,
+            "path": str(guard.catalog.data_path(m)), "note": m.note,
+        }
+        for m in guard.catalog.manifests()
+    ]
+    if _options().json:
+        emit(rows, "")
+        return
+    if not rows:
+        click.echo(f"no backups in {guard.catalog.directory}; 'dbguard backup' makes one")
+        return
+    click.echo(f"{'ID':<38} {'TIME (UTC)':<24} {'REASON':<14} {'SIZE':>10} VERIFIED SHA256")
+    for r in rows:
+        click.echo(
+            f"{r['id']:<38} {r['time']:<24} {r['reason']:<14} {_size(int(r['size'])):>10} "
+            f"{'yes' if r['verified'] else 'NO':<8} {str(r['sha256'])[:12]}"
+        )
+    click.echo(f"{len(rows)} backups in {guard.catalog.directory}")
+
+
+@cli.command()
+@click.argument("backup_id", metavar="ID", required=False)
+@click.option("--all", "check_all", is_flag=True, help="Verify every backup.")
+@click.option("--level", type=click.Choice(["quick_check", "integrity_check"]),
+              default="integrity_check", show_default=True, help="SQLite check to run.")
+@common
+@handle_errors
+def verify(backup_id: str | None, check_all: bool, level: str) -> None:
+    """Recompute sha256 and run integrity_check on ID (or --all). Exit 4 on any problem."""
+    from dbguard_plugin.verify import verify_backup
+
+    if bool(backup_id) == check_all:
+        raise ConfigError("give one backup ID or --all ('dbguard backups' lists the ids)")
+    guard = open_guard()
+    manifests = guard.catalog.manifests() if check_all else [guard.catalog.get(backup_id or "")]
+    results = [verify_backup(guard.catalog, m, level) for m in manifests]
+    lines = []
+    for result in results:
+        if result.ok:
+            lines.append(f"ok   {result.manifest.id}")
+        else:
+            lines += [f"BAD  {result.manifest.id}"] + [f"     {p}" for p in result.problems]
+    bad = [r for r in results if not r.ok]
+    lines.append(f"{len(results) - len(bad)} ok, {len(bad)} bad")
+    emit({"results": [r.as_dict() for r in results], "ok": not bad}, "\n".join(lines))
+    if bad:
+        sys.exit(EXIT_VERIFY)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@common
+@handle_errors
+def prune(dry_run: bool) -> None:
+    """Delete backups the retention policy (keep_last, keep_daily, keep_weekly) drops."""
+    guard = open_guard()
+    removed = guard.prune(dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    emit(
+        {"dry_run": dry_run, "removed": [m.id for m in removed]},
+        "\n".join([f"{verb} {m.id}" for m in removed] + [f"{verb} {len(removed)} backups"]),
+    )
+
+
+@cli.command()
+@common
+@handle_errors
+def doctor() -> None:
+    """Check journal mode, busy timeout, free space, permissions and backup age."""
+    from dbguard_plugin.doctor import FAIL, diagnose
+
+    guard = open_guard()
+    findings = diagnose(guard)
+    emit(
+        {"findings": [f.as_dict() for f in findings],
+         "ok": all(f.status != FAIL for f in findings)},
+        "\n".join(f"{f.status.upper():<4} {f.check}: {f.message}" for f in findings),
+    )
+    if any(f.status == FAIL for f in findings):
+        sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
 @click.option("--keep", is_flag=True, help="Keep the demo directory afterwards.")
 @common
 @handle_errors
@@ -171,6 +286,14 @@ def demo(keep: bool) -> None:
 
     opts = _options()
     sys.exit(run_demo(db_url=opts.db, keep=keep, as_json=opts.json, echo=click.echo))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
 
 
 def _render_status(data: dict[str, Any]) -> str:

@@ -51,6 +51,17 @@ class Config:
     session_vetoes: tuple[Operation, ...] | None = None
     maintenance_wait: float = 0.0
     audit_log: str | None = None
+    # -- backups ------------------------------------------------------------------
+    backup_dir: str | None = None
+    backup_on_session_start: bool = True
+    backup_on_session_end: bool = True
+    backup_interval: float = 0.0
+    require_backup_before_session: bool | None = None
+    compression: str = "none"
+    keep_last: int = 10
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    busy_timeout: float = 30.0
     #: Where the settings came from, for error messages.
     source: str = field(default="defaults", compare=False)
 
@@ -59,6 +70,12 @@ class Config:
         if self.session_vetoes is not None:
             return self.session_vetoes
         return SESSION_VETOES.get(self.environment, SESSION_VETOES["production"])
+
+    @property
+    def requires_backup_before_session(self) -> bool:
+        if self.require_backup_before_session is not None:
+            return self.require_backup_before_session
+        return self.environment == "production"
 
     def with_db(self, db_url: str | None) -> Config:
         if db_url is None:
@@ -159,6 +176,33 @@ def _url(source: str, key: str, value: Any) -> str | None:
     return value
 
 
+def _optional_bool(source: str, key: str, value: Any) -> bool | None:
+    return None if value is None else _bool(source, key, value)
+
+
+def _compression(source: str, key: str, value: Any) -> str:
+    if value not in ("none", "gzip", "zstd"):
+        raise _bad(source, key, value, "one of none, gzip, zstd")
+    return str(value)
+
+
+def _count(minimum: int) -> Callable[[str, str, Any], int]:
+    def check(source: str, key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= 10_000:
+            raise _bad(source, key, value, f"a whole number from {minimum} to 10000")
+        return value
+
+    return check
+
+
+def _interval(source: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+        value == 0 or 60 <= value <= 7 * 86_400
+    ):
+        raise _bad(source, key, value, "0 (off) or a number of seconds from 60 to 604800")
+    return float(value)
+
+
 def _environment(source: str, key: str, value: Any) -> str:
     if value not in ENVIRONMENTS:
         raise _bad(source, key, value, "one of " + ", ".join(ENVIRONMENTS))
@@ -189,4 +233,14 @@ _VALIDATORS: dict[str, Callable[[str, str, Any], Any]] = {
     "session_vetoes": _operations,
     "maintenance_wait": _seconds,
     "audit_log": _text,
+    "backup_dir": _text,
+    "backup_on_session_start": _bool,
+    "backup_on_session_end": _bool,
+    "backup_interval": _interval,
+    "require_backup_before_session": _optional_bool,
+    "compression": _compression,
+    "keep_last": _count(1),
+    "keep_daily": _count(0),
+    "keep_weekly": _count(0),
+    "busy_timeout": _seconds,
 }

@@ -18,10 +18,12 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
+from dbguard_plugin import signals
 from dbguard_plugin.config import Config
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.guard import Guard
 from dbguard_plugin.location import locate
+from dbguard_plugin.manifest import Manifest
 
 _ORDERS = (
     ("1", "BTC/USDT", "buy", 0.01, 64_000.0),
@@ -95,6 +97,18 @@ def run_demo(
                 "CREATE TABLE orders (id TEXT PRIMARY KEY, symbol TEXT, side TEXT,"
                 " amount REAL, price REAL, status TEXT)"
             ))
+        def on_backup(_sender: Guard, manifest: Manifest, **extra: Any) -> None:
+            backups.append(manifest)
+            out.say("dbguard", f"{manifest.reason} backup {manifest.id} verified "
+                    f"({manifest.size:,} bytes, sha256 {manifest.sha256[:12]}...)",
+                    backup=manifest.id, reason=manifest.reason)
+
+        def on_failure(_sender: Guard, reason: str, error: str, **extra: Any) -> None:
+            out.say("dbguard", f"{reason} backup FAILED: {error}")
+
+        backups: list[Manifest] = []
+        signals.backup_finished.connect(on_backup, sender=guard)
+        signals.backup_failed.connect(on_failure, sender=guard)
         session = guard.start_session(host="demo", dry_run=True)
         out.say("bot", f"session {session.session_id} started")
         for oid, symbol, side, amount, price in _ORDERS:
@@ -129,12 +143,17 @@ def run_demo(
         out.say("operator", "dbguard check restore  ->  " + _describe(code, verdict),
                 exit_code=code, verdict=verdict)
         ok &= code == 0
+        reasons = [m.reason for m in backups]
+        ok &= reasons == ["session-start", "session-end"]
+        out.say("demo", f"catalog {guard.catalog.directory} holds "
+                f"{len(guard.catalog.manifests())} verified backups")
     finally:
         guard.close()
         engine.dispose()
         if workdir is not None and not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    verdict_line = "the restore waited for the orders and the session, as it should"
+    verdict_line = ("the restore waited for the orders and the session, and both session "
+                    "boundaries were backed up: all as it should be")
     out.say("demo", verdict_line if ok else "something did not behave as expected")
     if as_json:
         echo(json.dumps({"ok": ok, "steps": out.steps}, indent=2, default=str))

@@ -29,7 +29,9 @@ def private_dir(path: Path) -> Path:
         if not stat.S_ISDIR(info.st_mode):
             raise UnsafePathError(f"{path} exists and is not a directory: move it away") from None
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent == path:
+            raise
+        private_dir(path.parent)  # missing parents are created private too
         return private_dir(path)
     return path
 

@@ -14,13 +14,17 @@ from typing import Any
 
 import pluggy
 
-from dbguard_plugin import audit, signals
+from dbguard_plugin import audit, signals, tracking
+from dbguard_plugin.backup import BackupSettings, NothingToBackUp, Progress, create_backup
+from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.config import Config
-from dbguard_plugin.errors import ConfigError, VetoedError
-from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo
+from dbguard_plugin.errors import ConfigError, DbGuardError, VetoedError
+from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo, parse_kind
 from dbguard_plugin.lease import Lease, LeaseView
 from dbguard_plugin.location import DatabaseLocation, locate
+from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.plugins import load_plugins
+from dbguard_plugin.retention import Retention, prune
 from dbguard_plugin.state import Snapshot, TradingState
 from dbguard_plugin.status import HOSTNAME, HolderStatus, StatusPublisher, status_path
 from dbguard_plugin.verdict import Reason, Verdict
@@ -61,6 +65,14 @@ class Guard:
         )
         self._lease_lock = threading.Lock()
         self._hook = self.pm.hook
+        self.catalog = Catalog(
+            Path(config.backup_dir).expanduser().absolute()
+            if config.backup_dir
+            else self.location.state_dir / "backups"
+        )
+        #: Why new orders are paused (a failed required backup), or None.
+        self.paused: str | None = None
+        self._last_backup = 0.0
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, db_url: str | None = None) -> Guard:
@@ -111,6 +123,10 @@ class Guard:
         """
         if not self.enabled:
             return True
+        if self.paused is not None and not self._resume_if_backed_up():
+            log.warning("dbguard: new order refused: %s", self.paused)
+            signals.maintenance_refused.send(self, holder=self.paused)
+            return False
         self.state.admit()
         wait = self.config.maintenance_wait if timeout is None else timeout
         try:
@@ -143,13 +159,25 @@ class Guard:
         side: str = "",
     ) -> None:
         """Report an order event: ``order_event(OrderEvent(...))`` or ``order_event(id, kind)``."""
-        if not self.enabled:
+        if not self.config.enabled:
             return
-        if not isinstance(event, OrderEvent):
-            if kind is None:
-                raise TypeError("order_event(order_id, kind): kind is required")
-            event = OrderEvent.of(event, kind, symbol, side)
-        self._hook.dbguard_order_event(guard=self, event=event)
+        caller = self._hook.dbguard_order_event
+        impls = caller.get_hookimpls()
+        builtin_only = len(impls) == 1 and impls[0].plugin is tracking
+        if isinstance(event, OrderEvent):
+            if builtin_only:
+                tracking.on_order(self, event.order_id, event.kind, event.symbol, event.side,
+                                  event.timestamp, event)
+            else:
+                caller(guard=self, event=event)
+            return
+        if kind is None:
+            raise TypeError("order_event(order_id, kind): kind is required")
+        order_kind = parse_kind(kind)
+        if builtin_only:
+            tracking.on_order(self, str(event), order_kind, symbol, side, time.time())
+        else:
+            caller(guard=self, event=OrderEvent(str(event), order_kind, symbol, side))
 
     def reconcile(self, open_orders: dict[str, tuple[str, str]]) -> None:
         """Make the tracker match the host's own list of open orders (id -> (symbol, side))."""
@@ -160,6 +188,102 @@ class Guard:
             self.sync_lease()
         else:
             self.publish_status_soon()
+
+    def tick(self) -> None:
+        """Call once per host loop: takes the interval backup when one is due and no
+        order is in flight (``backup_interval`` in the config; off by default)."""
+        interval = self.config.backup_interval
+        if (
+            not self.enabled
+            or not interval
+            or self.state.session is None
+            or self.state.busy
+            or time.time() - self._last_backup < interval
+        ):
+            return
+        self.automatic_backup("scheduled")
+
+    # -- backups -----------------------------------------------------------------------
+
+    def backup(
+        self, reason: str = "manual", *, note: str = "", progress: Progress | None = None
+    ) -> Manifest:
+        """Take a verified hot backup now; prune the catalog after it. Raises on failure."""
+        snapshot = self.state.snapshot()
+        trading: dict[str, Any] = {
+            "session_id": snapshot.session.session_id if snapshot.session else None,
+            "orders_in_flight": [order.order_id for order in snapshot.orders],
+        }
+        with contextlib.suppress(DbGuardError, OSError):
+            others = self.lease.probe().others()
+            trading["other_processes"] = [
+                {"pid": h.pid, "host": h.host, "role": h.role,
+                 "orders_in_flight": [o.get("order_id") for o in h.orders]}
+                for h in others
+            ]
+        signals.backup_started.send(self, reason=reason, backup_dir=self.catalog.directory)
+        try:
+            manifest = create_backup(
+                self.location, self.catalog, reason,
+                settings=BackupSettings(
+                    compression=self.config.compression,
+                    busy_timeout=self.config.busy_timeout,
+                ),
+                trading_state=trading, progress=progress, note=note,
+            )
+        except Exception as exc:
+            signals.backup_failed.send(self, reason=reason, error=str(exc))
+            raise
+        self._last_backup = time.time()
+        signals.backup_finished.send(
+            self, manifest=manifest, path=self.catalog.data_path(manifest)
+        )
+        try:
+            self.prune()
+        except (DbGuardError, OSError) as exc:
+            log.warning("dbguard: pruning %s after the backup failed: %s",
+                        self.catalog.directory, exc)
+        return manifest
+
+    def automatic_backup(self, reason: str) -> bool:
+        """A backup the host did not ask for: never raises. True when one was made or
+        there was nothing to back up."""
+        try:
+            manifest = self.backup(reason)
+        except NothingToBackUp as exc:
+            log.info("dbguard: %s backup skipped: %s", reason, exc)
+            return True
+        except Exception as exc:
+            log.error("dbguard: %s backup of %s failed: %s", reason, self.location.redacted,
+                      exc)
+            return False
+        log.info("dbguard: %s backup %s verified (%d bytes)", reason, manifest.id,
+                 manifest.size)
+        return True
+
+    def prune(self, dry_run: bool = False) -> list[Manifest]:
+        """Apply the retention policy to the catalog; return the backups removed."""
+        policy = Retention(self.config.keep_last, self.config.keep_daily,
+                           self.config.keep_weekly)
+        return prune(self.catalog, policy, dry_run=dry_run)
+
+    def pause_trading(self, why: str) -> None:
+        """Refuse new orders until a verified backup newer than the session exists."""
+        self.paused = why
+        log.error("dbguard: %s", why)
+
+    def _resume_if_backed_up(self) -> bool:
+        session = self.state.session
+        since = session.started_at if session is not None else 0.0
+        try:
+            newest = self.catalog.newest_verified()
+        except (DbGuardError, OSError):
+            return False
+        if newest is not None and newest.created_ts >= since:
+            log.warning("dbguard: verified backup %s exists; new orders resume", newest.id)
+            self.paused = None
+            return True
+        return False
 
     # -- lease bookkeeping (used by the built-in tracking plugin) ----------------------
 

@@ -18,6 +18,7 @@ from dbguard_plugin.errors import ConfigError
 
 DEFAULT_PLUGINS = (
     "dbguard_plugin.tracking",
+    "dbguard_plugin.autobackup",
 )
 
 LOAD_ENV = "DBGUARD_LOAD_PLUGINS"

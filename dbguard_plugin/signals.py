@@ -41,6 +41,17 @@ operation_forced = _signals.signal("operation-forced")
 #: ``holder`` (str or None: what holds it).
 maintenance_refused = _signals.signal("maintenance-refused")
 
+#: A backup is starting. Arguments: ``reason`` (session-start, manual, ...),
+#: ``backup_dir`` (Path).
+backup_started = _signals.signal("backup-started")
+
+#: A backup was made and verified. Arguments: ``manifest`` (Manifest), ``path`` (Path).
+backup_finished = _signals.signal("backup-finished")
+
+#: A backup failed; nothing was added to the catalog. Arguments: ``reason`` (str),
+#: ``error`` (str: what went wrong and what to do).
+backup_failed = _signals.signal("backup-failed")
+
 ALL = (
     session_started,
     session_ended,
@@ -48,4 +59,7 @@ ALL = (
     operation_vetoed,
     operation_forced,
     maintenance_refused,
+    backup_started,
+    backup_finished,
+    backup_failed,
 )

@@ -1,0 +1,181 @@
+"""The backup catalog: one directory (0700) of backups, each with its manifest.
+
+A backup exists once its manifest does. The data file is renamed into place first and
+the manifest after it, both fsynced, so a crash at any instant leaves either a complete
+backup or leftovers that :meth:`Catalog.cleanup` removes: ``.tmp-*`` files and data
+files without a manifest. Every change happens under the catalog's own lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import portalocker
+
+from dbguard_plugin.crashpoints import reach
+from dbguard_plugin.errors import DbGuardError, UnsafePathError, VerificationError
+from dbguard_plugin.files import fsync_dir, open_private, private_dir
+from dbguard_plugin.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+#: What a backup id may look like when a user types one: no separators, no dot-dot.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+TMP_PREFIX = ".tmp-"
+_LOCK_NAME = ".catalog.lock"
+
+
+class BackupNotFound(DbGuardError):
+    """No backup with that id in the catalog."""
+
+
+def validate_id(backup_id: str) -> str:
+    """Refuse ids that could name a file outside the catalog."""
+    if not isinstance(backup_id, str) or not _ID.match(backup_id) or ".." in backup_id:
+        shown = repr(backup_id)[:80]
+        raise UnsafePathError(
+            f"{shown} is not a backup id: ids are letters, digits, '.', '_' and '-' "
+            "(as listed by 'dbguard backups'), never a path"
+        )
+    return backup_id
+
+
+class Catalog:
+    """The backups of one database."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def prepare(self) -> None:
+        private_dir(self.directory)
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = 60.0) -> Iterator[None]:
+        """Hold the catalog lock: one writer (backup, prune, cleanup) at a time."""
+        self.prepare()
+        fh = os.fdopen(open_private(self.directory / _LOCK_NAME), "r+b")
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    portalocker.lock(
+                        fh, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
+                    )
+                    break
+                except portalocker.LockException:
+                    if time.monotonic() >= deadline:
+                        raise DbGuardError(
+                            f"{self.directory}: another dbguard process has held the catalog "
+                            f"for {timeout:.0f} s; try again when it finishes"
+                        ) from None
+                    time.sleep(0.02)
+            yield
+        finally:
+            fh.close()
+
+    # -- names ----------------------------------------------------------------------
+
+    def new_id(self, reason: str, now: float) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
+        base = f"{stamp}-{reason}"
+        candidate, n = base, 1
+        while (self.directory / f"{candidate}.json").exists() or any(
+            self.directory.glob(f"{candidate}.sqlite*")
+        ):
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
+
+    def manifest_path(self, backup_id: str) -> Path:
+        return self._inside(f"{validate_id(backup_id)}.json")
+
+    def data_path(self, manifest: Manifest) -> Path:
+        validate_id(manifest.file)
+        return self._inside(manifest.file)
+
+    def _inside(self, name: str) -> Path:
+        path = self.directory / name
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                raise UnsafePathError(f"{path} is a symlink; dbguard does not follow links "
+                                      "out of its catalog")
+        return path
+
+    # -- reading ----------------------------------------------------------------------
+
+    def manifests(self) -> list[Manifest]:
+        """Every backup with a readable manifest, oldest first."""
+        found: list[Manifest] = []
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return found
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                manifest = Manifest.read(self._inside(name))
+            except (VerificationError, UnsafePathError) as exc:
+                log.warning("dbguard: skipping %s: %s", name, exc)
+                continue
+            if manifest.id + ".json" != name:
+                log.warning("dbguard: skipping %s: it names backup %s", name, manifest.id)
+                continue
+            found.append(manifest)
+        found.sort(key=lambda m: (m.created_ts, m.id))
+        return found
+
+    def get(self, backup_id: str) -> Manifest:
+        path = self.manifest_path(backup_id)
+        if not path.exists():
+            raise BackupNotFound(
+                f"no backup {backup_id!r} in {self.directory}; 'dbguard backups' lists them"
+            )
+        manifest = Manifest.read(path)
+        if manifest.id != backup_id:
+            raise VerificationError(f"{path}: manifest names backup {manifest.id!r}")
+        return manifest
+
+    def newest_verified(self) -> Manifest | None:
+        verified = [m for m in self.manifests() if m.verified]
+        return verified[-1] if verified else None
+
+    # -- changing ---------------------------------------------------------------------
+
+    def delete(self, manifest: Manifest) -> None:
+        """Remove a backup: the manifest first, so it leaves the catalog at once."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.manifest_path(manifest.id))
+        fsync_dir(self.directory)
+        reach("prune:manifest-deleted")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.data_path(manifest))
+
+    def cleanup(self) -> list[str]:
+        """Remove what interrupted backups left. Call with the catalog lock held."""
+        removed: list[str] = []
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return removed
+        listed = {m.file for m in self.manifests()}
+        for name in names:
+            orphan = name.startswith(TMP_PREFIX) or (
+                ".sqlite" in name and not name.startswith(".") and name not in listed
+                and not name.endswith(".json")
+            )
+            if orphan:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.directory / name)
+                removed.append(name)
+        if removed:
+            fsync_dir(self.directory)
+            log.info("dbguard: removed leftovers of interrupted backups: %s", ", ".join(removed))
+        return removed
