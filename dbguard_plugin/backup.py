@@ -17,6 +17,7 @@ import os
 import shutil
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,28 @@ class NothingToBackUp(BackupError):
     """The database file does not exist (yet): there is nothing that could be lost."""
 
 
+class BackupUnsupported(NothingToBackUp):
+    """This kind of database cannot be backed up by this version."""
+
+
+def check_source(location: DatabaseLocation) -> Path:
+    """The SQLite file to back up; raises NothingToBackUp when there is none."""
+    source = location.sqlite_path
+    if source is None:
+        raise BackupUnsupported(
+            f"{location.redacted}: backups of {location.backend} databases are not "
+            "supported by this version; back up with the server's own dump tool"
+        )
+    if not source.is_file():
+        raise NothingToBackUp(f"{source}: no database file to back up; check --db / db_url")
+    return source
+
+
+def sqlite_uri(path: Path, mode: str) -> str:
+    """A URI that opens *path* without creating it (mode ro or rw)."""
+    return f"file:{urllib.parse.quote(str(path))}?mode={mode}"
+
+
 @dataclass(frozen=True)
 class BackupSettings:
     compression: str = "none"
@@ -74,15 +97,7 @@ def create_backup(
     if settings.compression not in COMPRESSIONS:
         raise ConfigError(f"compression {settings.compression!r} is not one of "
                           f"{', '.join(COMPRESSIONS)}")
-    source = location.sqlite_path
-    if source is None:
-        raise BackupError(
-            f"{location.redacted}: backups of {location.backend} databases need the server "
-            "tools support, which this version does not have; back up with the server's "
-            "own dump tool"
-        )
-    if not source.is_file():
-        raise NothingToBackUp(f"{source}: no database file to back up; check --db / db_url")
+    source = check_source(location)
     started, clock = time.time(), time.monotonic()
     with catalog.locked():
         catalog.cleanup()
@@ -153,7 +168,9 @@ def _copy_snapshot(
 ) -> str:
     """Copy one consistent snapshot of *source* to *dest*; return the source journal mode."""
     os.close(open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL))  # 0600 before SQLite
-    src = sqlite3.connect(str(source), timeout=settings.busy_timeout, isolation_level=None)
+    src = sqlite3.connect(
+        sqlite_uri(source, "rw"), uri=True, timeout=settings.busy_timeout, isolation_level=None
+    )
     try:
         src.execute("BEGIN")
         src.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the snapshot starts here
@@ -195,7 +212,7 @@ def _check_copy(path: Path, journal_mode: str, location: DatabaseLocation) -> An
     with open(path, "rb") as fh:
         if fh.read(16) != SQLITE_MAGIC:
             raise VerificationError(f"{path}: the copy is not a SQLite database")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(sqlite_uri(path, "ro"), uri=True)
     try:
         problems = check(conn, "quick_check")
         if problems:
@@ -261,6 +278,8 @@ def opened_copy(stored: Path, compression: str, scratch_dir: Path) -> Iterator[P
         yield stored
         return
     tmp = scratch_dir / f"{TMP_PREFIX}read-{os.getpid()}-{stored.name}.sqlite"
+    # cleanup() spares .tmp-read-<pid>- files of live processes: a concurrent backup's
+    # cleanup must not pull this copy from under a running verify or restore.
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         with os.fdopen(fd, "wb") as out, open(stored, "rb") as src:

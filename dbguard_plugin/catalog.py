@@ -9,6 +9,8 @@ files without a manifest. Every change happens under the catalog's own lock file
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import re
@@ -20,9 +22,17 @@ from pathlib import Path
 import portalocker
 
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.errors import DbGuardError, UnsafePathError, VerificationError
-from dbguard_plugin.files import fsync_dir, open_private, private_dir
+from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
+from dbguard_plugin.files import (
+    fsync_dir,
+    open_private,
+    private_dir,
+    write_atomic,
+    write_json_atomic,
+)
+from dbguard_plugin.location import DatabaseLocation
 from dbguard_plugin.manifest import Manifest
+from dbguard_plugin.status import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +40,11 @@ log = logging.getLogger(__name__)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 TMP_PREFIX = ".tmp-"
 _LOCK_NAME = ".catalog.lock"
+_MARKER = ".dbguard-catalog.json"
+#: The names dbguard gives backup data files: <id>.sqlite[.gz|.zst]
+_DATA = re.compile(r"^(\d{8}T\d{9}Z-[a-z-]+(?:-\d+)?)\.sqlite(?:\.gz|\.zst)?$")
+#: Scratch copies a verify or restore is reading: .tmp-read-<pid>-...
+_READER = re.compile(r"^\.tmp-read-(\d+)-")
 
 
 class BackupNotFound(DbGuardError):
@@ -48,13 +63,56 @@ def validate_id(backup_id: str) -> str:
 
 
 class Catalog:
-    """The backups of one database."""
+    """The backups of one database.
 
-    def __init__(self, directory: Path) -> None:
+    A marker file names that database, so two databases never share (and prune) one
+    catalog, and a catalog is never the database's own directory.
+    """
+
+    def __init__(self, directory: Path, database: DatabaseLocation | None = None) -> None:
         self.directory = directory
+        self.database = database
+        self._prepared = False
+
+    @property
+    def identity(self) -> str | None:
+        if self.database is None:
+            return None
+        path = self.database.sqlite_path
+        return str(path) if path is not None else self.database.redacted
 
     def prepare(self) -> None:
+        if self._prepared:
+            return
+        database = self.database
+        if database is not None and database.sqlite_path is not None and (
+            os.path.realpath(database.sqlite_path.parent) == os.path.realpath(self.directory)
+        ):
+            raise ConfigError(
+                f"backup_dir {self.directory} is the directory of the database itself; "
+                "give backups a directory of their own (the default is <database>.dbguard/"
+                "backups)"
+            )
         private_dir(self.directory)
+        marker = self.directory / _MARKER
+        if self.identity is not None:
+            try:
+                owner = json.loads(marker.read_text(encoding="utf-8")).get("database")
+            except FileNotFoundError:
+                write_json_atomic(marker, {"database": self.identity})
+                owner = self.identity
+            except (OSError, ValueError, AttributeError):
+                owner = None
+            if owner != self.identity:
+                raise ConfigError(
+                    f"{self.directory} holds the backups of {owner or 'another database'}, "
+                    f"not of {self.identity}: give each database its own backup_dir"
+                )
+        self._prepared = True
+
+    def adopt(self, identity: str) -> None:
+        """Record that this catalog now belongs to *identity* (the database moved)."""
+        write_json_atomic(self.directory / _MARKER, {"database": identity})
 
     @contextlib.contextmanager
     def locked(self, timeout: float = 60.0) -> Iterator[None]:
@@ -158,6 +216,30 @@ class Catalog:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.data_path(manifest))
 
+    def record_verification(self, manifest: Manifest, ok: bool) -> Manifest:
+        """Mark a backup verified or not after ``verify``: a bad one no longer counts as
+        the newest verified backup, for retention, for resuming trading or for restore."""
+        if manifest.verified == ok:
+            return manifest
+        updated = dataclasses.replace(manifest, verified=ok)
+        with self.locked():
+            path = self.manifest_path(manifest.id)
+            if path.exists():
+                write_atomic(path, updated.to_json(), fsync=True)
+        return updated
+
+    def has_leftovers(self) -> bool:
+        """Cheap look for what cleanup() would remove (no lock, no manifest parsing)."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return False
+        return any(
+            (n.startswith(TMP_PREFIX) and not _READER.match(n))
+            or ((m := _DATA.match(n)) is not None and f"{m.group(1)}.json" not in names)
+            for n in names
+        )
+
     def cleanup(self) -> list[str]:
         """Remove what interrupted backups left. Call with the catalog lock held."""
         removed: list[str] = []
@@ -165,12 +247,17 @@ class Catalog:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return removed
-        listed = {m.file for m in self.manifests()}
         for name in names:
-            orphan = name.startswith(TMP_PREFIX) or (
-                ".sqlite" in name and not name.startswith(".") and name not in listed
-                and not name.endswith(".json")
-            )
+            if name.startswith(TMP_PREFIX):
+                reader = _READER.match(name)
+                orphan = reader is None or not pid_alive(int(reader.group(1)))
+            else:
+                data = _DATA.match(name)
+                # Only files dbguard names itself, and only without a manifest file: a
+                # damaged manifest keeps its data for an operator to look at.
+                orphan = data is not None and not (
+                    self.directory / f"{data.group(1)}.json"
+                ).exists()
             if orphan:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.directory / name)

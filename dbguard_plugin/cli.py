@@ -12,13 +12,14 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from dbguard_plugin import __version__
 from dbguard_plugin.errors import ConfigError, DbGuardError
 from dbguard_plugin.events import Operation
+from dbguard_plugin.location import redact
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_VETOED, EXIT_VERIFY = 0, 1, 2, 3, 4
 
@@ -79,36 +80,69 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except OSError as exc:
+            # Disk full, a directory that is a file, a permission: say which file, no trace.
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(DbGuardError(f"{where}{exc.strerror or exc}"))
         except DbGuardError as exc:
-            if _options().json:
-                verdict = getattr(exc, "verdict", None)
-                body: dict[str, Any] = {"error": str(exc), "exit_code": exc.exit_code}
-                if verdict is not None:
-                    body["verdict"] = verdict.as_dict()
-                click.echo(json.dumps(body, indent=2))
-            else:
-                click.echo(f"dbguard: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            _fail(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(exc: DbGuardError) -> NoReturn:
+    """Report *exc* (as JSON with --json) and exit with its code."""
+    message = redact(str(exc))
+    if _options().json:
+        verdict = getattr(exc, "verdict", None)
+        body: dict[str, Any] = {"error": message, "exit_code": exc.exit_code}
+        if verdict is not None:
+            body["verdict"] = verdict.as_dict()
+        click.echo(json.dumps(body, indent=2))
+    else:
+        click.echo(f"dbguard: {message}", err=True)
+    sys.exit(exc.exit_code)
 
 
 def _options() -> Options:
     return click.get_current_context().ensure_object(Options)
 
 
-def open_guard() -> Any:
+def config_path() -> str | None:
+    return _options().config or os.environ.get("DBGUARD_CONFIG")
+
+
+def open_guard(recover: bool = True) -> Any:
+    """The Guard for --db / --config; first finishes or undoes an interrupted operation."""
     from dbguard_plugin.guard import Guard
 
     opts = _options()
-    path = opts.config or os.environ.get("DBGUARD_CONFIG")
+    path = config_path()
     db = opts.db or os.environ.get("DBGUARD_DB")
     if path is None and db is None:
         raise ConfigError(
             "no database given: use --db URL (e.g. --db sqlite:////path/tradesv3.sqlite) "
             "or --config PATH to the bot's config file"
         )
-    return Guard.from_config(path, db_url=db)
+    guard = Guard.from_config(path, db_url=db)
+    if recover:
+        said = guard.recover()
+        for sentence in said:
+            click.echo(f"dbguard: recovered: {sentence}", err=True)
+        if said:  # a finished move may have changed the configuration itself
+            guard = Guard.from_config(path, db_url=db)
+    return guard
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before a replacement; --yes answers for scripts. Exit 1 on no, 2 without a tty."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{question} needs confirmation: pass --yes to go ahead without "
+                          "being asked (no terminal to ask on)")
+    if not click.confirm(question, default=False, err=True):
+        raise DbGuardError("aborted; nothing was changed")
 
 
 def emit(data: Any, human: str) -> None:
@@ -215,7 +249,7 @@ def backups() -> None:
 
 
 @cli.command()
-@click.argument("backup_id", metavar="ID", required=False)
+@click.argument("backup_id", metavar="[ID]", required=False)
 @click.option("--all", "check_all", is_flag=True, help="Verify every backup.")
 @click.option("--level", type=click.Choice(["quick_check", "integrity_check"]),
               default="integrity_check", show_default=True, help="SQLite check to run.")
@@ -230,6 +264,8 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
     guard = open_guard()
     manifests = guard.catalog.manifests() if check_all else [guard.catalog.get(backup_id or "")]
     results = [verify_backup(guard.catalog, m, level) for m in manifests]
+    for result in results:
+        guard.catalog.record_verification(result.manifest, result.ok)
     lines = []
     for result in results:
         if result.ok:
@@ -274,6 +310,100 @@ def doctor() -> None:
     )
     if any(f.status == FAIL for f in findings):
         sys.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@click.argument("backup_id", metavar="ID")
+@click.option("--preview", is_flag=True, help="Only show what the restore would change.")
+@click.option("--force", is_flag=True,
+              help="Override an active session, plugin vetoes and dropping open positions "
+              "(recorded in the audit log; never orders in flight).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common
+@handle_errors
+def restore(backup_id: str, preview: bool, force: bool, yes: bool) -> None:
+    """Restore backup ID into the live database: verified, atomic, with a safety backup.
+
+    Exit 3 when vetoed (orders in flight, an active session, open positions the backup
+    lacks without --force), 4 when the backup fails verification.
+    """
+    from dbguard_plugin import restore as engine
+    from dbguard_plugin.catalog import validate_id
+    from dbguard_plugin.progress import LazyBar
+
+    validate_id(backup_id)
+    guard = open_guard()
+    manifest = guard.catalog.get(backup_id)
+    changes = engine.preview(guard, manifest)
+    if preview or not _options().json:
+        emit({"backup": manifest.as_dict(), "preview": changes.as_dict()},
+             f"restore {manifest.id} ({manifest.reason}, {manifest.created}) into "
+             f"{guard.location.redacted}:\n{changes.render()}")
+    if preview:
+        return
+    if changes.drops_open_positions and not force:
+        from dbguard_plugin.errors import VetoedError
+        from dbguard_plugin.verdict import Reason, Verdict
+
+        verdict = Verdict(Operation.RESTORE, tuple(
+            Reason("drops-open-positions", w, True) for w in changes.warnings()[:2]))
+        raise VetoedError(verdict, f"restoring {manifest.id} would drop open positions; "
+                          "nothing was changed. Use --force to restore anyway")
+    confirm(f"Restore {manifest.id} into {guard.location.redacted}?", yes)
+    with LazyBar("restoring", enabled=not _options().json) as bar:
+        outcome = engine.restore(guard, manifest.id, force=force, progress=bar)
+    emit(outcome.as_dict(),
+         f"restored {outcome.backup_id} in {outcome.duration_s:.2f} s; "
+         f"'dbguard rollback' puts back safety backup {outcome.safety_id or '(none)'}")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Override an active session and plugin vetoes.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common
+@handle_errors
+def rollback(force: bool, yes: bool) -> None:
+    """Undo the last restore, rollback or recovery from its safety backup."""
+    from dbguard_plugin import restore as engine
+    from dbguard_plugin.progress import LazyBar
+
+    guard = open_guard()
+    last = engine.last_replacement(guard)
+    if last is None or not last.get("safety_id"):
+        raise engine.RestoreError(f"nothing to roll back for {guard.location.redacted}")
+    confirm(f"Roll back the last {last.get('operation')} (of {last.get('backup_id')}) by "
+            f"restoring safety backup {last['safety_id']}?", yes)
+    with LazyBar("rolling back", enabled=not _options().json) as bar:
+        outcome = engine.rollback(guard, force=force, progress=bar)
+    emit(outcome.as_dict(),
+         f"rolled back: the database holds {outcome.backup_id} again "
+         f"({outcome.duration_s:.2f} s); safety backup {outcome.safety_id or '(none)'}")
+
+
+@cli.command()
+@click.argument("new_path", metavar="NEW_PATH")
+@click.option("--delete-old", is_flag=True,
+              help="Delete the old file (and its -wal/-shm/-journal) after the copy verified.")
+@click.option("--force", is_flag=True, help="Override an active session and plugin vetoes.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common
+@handle_errors
+def move(new_path: str, delete_old: bool, force: bool, yes: bool) -> None:
+    """Move the SQLite database to NEW_PATH (a file or a directory) and switch the config."""
+    from dbguard_plugin import move as engine
+    from dbguard_plugin.progress import LazyBar
+
+    guard = open_guard()
+    confirm(f"Move {guard.location.redacted} to {new_path}?", yes)
+    with LazyBar("copying", enabled=not _options().json) as bar:
+        outcome = engine.move(guard, new_path, config_path=config_path(),
+                              delete_old=delete_old, force=force, progress=bar)
+    lines = [f"moved {outcome.old_path} -> {outcome.new_path} ({outcome.duration_s:.2f} s)",
+             f"  config updated: {'yes' if outcome.config_updated else 'no'}; backups moved: "
+             f"{'yes' if outcome.backups_moved else 'no'}; old file "
+             f"{'deleted' if outcome.deleted_old else 'kept'}"]
+    lines += [f"  ! {note}" for note in outcome.notes]
+    emit(outcome.as_dict(), "\n".join(lines))
 
 
 @cli.command()

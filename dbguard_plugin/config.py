@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from typing import Any
 
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.events import Operation
+from dbguard_plugin.preview import DEFAULT_OPEN_ORDERS, DEFAULT_OPEN_TRADES, OpenRule
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,6 +64,10 @@ class Config:
     keep_daily: int = 7
     keep_weekly: int = 4
     busy_timeout: float = 30.0
+    # -- restores -------------------------------------------------------------------
+    restore_check: str = "integrity_check"
+    open_orders: OpenRule = DEFAULT_OPEN_ORDERS
+    open_trades: OpenRule = DEFAULT_OPEN_TRADES
     #: Where the settings came from, for error messages.
     source: str = field(default="defaults", compare=False)
 
@@ -120,7 +126,16 @@ class Config:
         host_url = document.get("db_url")
         if "db_url" not in settings and isinstance(host_url, str):
             settings["db_url"] = host_url
-        return cls.from_mapping(settings, source=str(file))
+        config = cls.from_mapping(settings, source=str(file))
+        # Directories in a config file mean the same thing from any working directory.
+        base = file.parent.absolute()
+        changes: dict[str, Any] = {
+            key: str(base / Path(value).expanduser())
+            for key in ("state_dir", "backup_dir", "audit_log")
+            if isinstance(value := getattr(config, key), str)
+            and not Path(value).expanduser().is_absolute()
+        }
+        return dataclasses.replace(config, **changes)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "settings") -> Config:
@@ -183,6 +198,11 @@ def _optional_bool(source: str, key: str, value: Any) -> bool | None:
 def _compression(source: str, key: str, value: Any) -> str:
     if value not in ("none", "gzip", "zstd"):
         raise _bad(source, key, value, "one of none, gzip, zstd")
+    if value == "zstd" and importlib.util.find_spec("zstandard") is None:
+        raise ConfigError(
+            f"{source}: dbguard.{key} = 'zstd' needs the zstandard package: "
+            "pip install 'dbguard-plugin[zstd]', or use gzip or none"
+        )
     return str(value)
 
 
@@ -201,6 +221,23 @@ def _interval(source: str, key: str, value: Any) -> float:
     ):
         raise _bad(source, key, value, "0 (off) or a number of seconds from 60 to 604800")
     return float(value)
+
+
+def _check_level(source: str, key: str, value: Any) -> str:
+    if value not in ("quick_check", "integrity_check"):
+        raise _bad(source, key, value, "quick_check or integrity_check")
+    return str(value)
+
+
+def _open_rule(source: str, key: str, value: Any) -> OpenRule:
+    expected = 'an object {"table": "orders", "key": "id", "where": "ft_is_open = 1"}'
+    if not isinstance(value, dict) or set(value) - {"table", "key", "where"}:
+        raise _bad(source, key, value, expected)
+    default = DEFAULT_OPEN_ORDERS if key == "open_orders" else DEFAULT_OPEN_TRADES
+    parts = {"table": default.table, "key": default.key, "where": default.where, **value}
+    if not all(isinstance(v, str) and v.strip() for v in parts.values()):
+        raise _bad(source, key, value, expected)
+    return OpenRule(parts["table"], parts["key"], parts["where"])
 
 
 def _environment(source: str, key: str, value: Any) -> str:
@@ -243,4 +280,7 @@ _VALIDATORS: dict[str, Callable[[str, str, Any], Any]] = {
     "keep_daily": _count(0),
     "keep_weekly": _count(0),
     "busy_timeout": _seconds,
+    "restore_check": _check_level,
+    "open_orders": _open_rule,
+    "open_trades": _open_rule,
 }

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dbguard_plugin.backup import sqlite_uri
+
 if TYPE_CHECKING:
     from dbguard_plugin.guard import Guard
 
@@ -41,7 +43,7 @@ def _journal_mode(guard: Guard) -> Finding:
     if not path.is_file():
         return Finding("journal mode", FAIL, f"{path}: no such database file; check db_url")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        conn = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=5)
         try:
             mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         finally:

@@ -78,6 +78,15 @@ class OrderEvent:
     side: str = ""
     timestamp: float = field(default_factory=time.time)
 
+    def __post_init__(self) -> None:
+        # Hosts pass ids as ints and kinds as text; store them as the types promise.
+        order_id: object = self.order_id
+        kind: object = self.kind
+        if not isinstance(order_id, str):
+            object.__setattr__(self, "order_id", str(order_id))
+        if not isinstance(kind, OrderKind):
+            object.__setattr__(self, "kind", parse_kind(str(kind)))
+
     @classmethod
     def of(
         cls,
@@ -89,11 +98,8 @@ class OrderEvent:
     ) -> OrderEvent:
         """Build an event from loosely typed host values (ids as ints, kinds as text)."""
         return cls(
-            order_id=str(order_id),
-            kind=parse_kind(kind),
-            symbol=symbol,
-            side=side,
-            timestamp=time.time() if timestamp is None else timestamp,
+            str(order_id), parse_kind(kind), symbol, side,
+            time.time() if timestamp is None else timestamp,
         )
 
 

@@ -29,8 +29,8 @@ def private_dir(path: Path) -> Path:
         if not stat.S_ISDIR(info.st_mode):
             raise UnsafePathError(f"{path} exists and is not a directory: move it away") from None
     except FileNotFoundError:
-        if path.parent == path:
-            raise
+        if path.parent == path or path.parent.exists():
+            raise  # the parent is there, yet mkdir says it is not: let that error through
         private_dir(path.parent)  # missing parents are created private too
         return private_dir(path)
     return path

@@ -14,8 +14,14 @@ from typing import Any
 
 import pluggy
 
-from dbguard_plugin import audit, signals, tracking
-from dbguard_plugin.backup import BackupSettings, NothingToBackUp, Progress, create_backup
+from dbguard_plugin import audit, journal, signals, tracking
+from dbguard_plugin.backup import (
+    BackupSettings,
+    NothingToBackUp,
+    Progress,
+    check_source,
+    create_backup,
+)
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.config import Config
 from dbguard_plugin.errors import ConfigError, DbGuardError, VetoedError
@@ -24,6 +30,8 @@ from dbguard_plugin.lease import Lease, LeaseView
 from dbguard_plugin.location import DatabaseLocation, locate
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.plugins import load_plugins
+from dbguard_plugin.recovery import recover
+from dbguard_plugin.restore import last_replacement, read_generation
 from dbguard_plugin.retention import Retention, prune
 from dbguard_plugin.state import Snapshot, TradingState
 from dbguard_plugin.status import HOSTNAME, HolderStatus, StatusPublisher, status_path
@@ -68,11 +76,14 @@ class Guard:
         self.catalog = Catalog(
             Path(config.backup_dir).expanduser().absolute()
             if config.backup_dir
-            else self.location.state_dir / "backups"
+            else self.location.state_dir / "backups",
+            database=self.location,
         )
         #: Why new orders are paused (a failed required backup), or None.
         self.paused: str | None = None
         self._last_backup = 0.0
+        self._last_attempt = 0.0
+        self._generation = read_generation(self.location.state_dir)
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, db_url: str | None = None) -> Guard:
@@ -125,7 +136,7 @@ class Guard:
             return True
         if self.paused is not None and not self._resume_if_backed_up():
             log.warning("dbguard: new order refused: %s", self.paused)
-            signals.maintenance_refused.send(self, holder=self.paused)
+            signals.notify(signals.maintenance_refused, self, holder=self.paused)
             return False
         self.state.admit()
         wait = self.config.maintenance_wait if timeout is None else timeout
@@ -142,7 +153,7 @@ class Guard:
             "dbguard: new order refused, database maintenance in progress%s",
             f" ({holder})" if holder else "",
         )
-        signals.maintenance_refused.send(self, holder=holder)
+        signals.notify(signals.maintenance_refused, self, holder=holder)
         return False
 
     def withdraw_admission(self) -> None:
@@ -152,15 +163,22 @@ class Guard:
 
     def order_event(
         self,
-        event: OrderEvent | str | int,
+        event: OrderEvent | str | int | None = None,
         kind: OrderKind | str | None = None,
         *,
         symbol: str = "",
         side: str = "",
+        order_id: str | int | None = None,
     ) -> None:
-        """Report an order event: ``order_event(OrderEvent(...))`` or ``order_event(id, kind)``."""
+        """Report an order event: ``order_event(OrderEvent(...))``,
+        ``order_event(id, kind, symbol=..., side=...)`` or
+        ``order_event(order_id=id, kind=kind)``."""
         if not self.config.enabled:
             return
+        if event is None:
+            if order_id is None:
+                raise TypeError("order_event() needs an OrderEvent or an order id")
+            event = order_id
         caller = self._hook.dbguard_order_event
         impls = caller.get_hookimpls()
         builtin_only = len(impls) == 1 and impls[0].plugin is tracking
@@ -190,8 +208,15 @@ class Guard:
             self.publish_status_soon()
 
     def tick(self) -> None:
-        """Call once per host loop: takes the interval backup when one is due and no
-        order is in flight (``backup_interval`` in the config; off by default)."""
+        """Call once per host loop: notices a replacement made by another process (and
+        calls the host's ``dbguard_refresh``), and takes the interval backup when one is
+        due and no order is in flight (``backup_interval``; off by default)."""
+        if not self.enabled:
+            return
+        generation = read_generation(self.location.state_dir)
+        if generation != self._generation:
+            self._generation = generation
+            self._hook.dbguard_refresh(guard=self, operation=Operation.RESTORE)
         interval = self.config.backup_interval
         if (
             not self.enabled
@@ -199,6 +224,8 @@ class Guard:
             or self.state.session is None
             or self.state.busy
             or time.time() - self._last_backup < interval
+            # a failing backup is retried every few minutes, not on every loop
+            or time.time() - self._last_attempt < min(interval, 300.0)
         ):
             return
         self.automatic_backup("scheduled")
@@ -209,6 +236,7 @@ class Guard:
         self, reason: str = "manual", *, note: str = "", progress: Progress | None = None
     ) -> Manifest:
         """Take a verified hot backup now; prune the catalog after it. Raises on failure."""
+        check_source(self.location)
         snapshot = self.state.snapshot()
         trading: dict[str, Any] = {
             "session_id": snapshot.session.session_id if snapshot.session else None,
@@ -221,7 +249,10 @@ class Guard:
                  "orders_in_flight": [o.get("order_id") for o in h.orders]}
                 for h in others
             ]
-        signals.backup_started.send(self, reason=reason, backup_dir=self.catalog.directory)
+        signals.notify(
+            signals.backup_started, self, reason=reason, backup_dir=self.catalog.directory
+        )
+        self._last_attempt = time.time()
         try:
             manifest = create_backup(
                 self.location, self.catalog, reason,
@@ -232,11 +263,12 @@ class Guard:
                 trading_state=trading, progress=progress, note=note,
             )
         except Exception as exc:
-            signals.backup_failed.send(self, reason=reason, error=str(exc))
+            signals.notify(signals.backup_failed, self, reason=reason, error=str(exc))
             raise
         self._last_backup = time.time()
-        signals.backup_finished.send(
-            self, manifest=manifest, path=self.catalog.data_path(manifest)
+        signals.notify(
+            signals.backup_finished, self, manifest=manifest,
+            path=self.catalog.data_path(manifest),
         )
         try:
             self.prune()
@@ -265,7 +297,24 @@ class Guard:
         """Apply the retention policy to the catalog; return the backups removed."""
         policy = Retention(self.config.keep_last, self.config.keep_daily,
                            self.config.keep_weekly)
-        return prune(self.catalog, policy, dry_run=dry_run)
+        return prune(self.catalog, policy, pinned=self.pinned_backups(), dry_run=dry_run)
+
+    def pinned_backups(self) -> set[str]:
+        """Backups an operation still needs: an interrupted one's, and the safety backup
+        that ``dbguard rollback`` would restore."""
+        pinned: set[str] = set()
+        intent = journal.read(self.location.state_dir) if self.location.state_dir.is_dir() \
+            else None
+        if intent is not None:
+            pinned.update(i for i in (intent.backup_id, intent.safety_id) if i)
+        last = last_replacement(self)
+        if last is not None and last.get("safety_id"):
+            pinned.add(str(last["safety_id"]))
+        return pinned
+
+    def recover(self) -> list[str]:
+        """Finish or undo an interrupted operation; return what was done, in words."""
+        return recover(self)
 
     def pause_trading(self, why: str) -> None:
         """Refuse new orders until a verified backup newer than the session exists."""
@@ -324,6 +373,7 @@ class Guard:
             "host": HOSTNAME,
             "database": self.location.redacted,
             "updated": time.time(),
+            "paused": self.paused,
             **snapshot.as_dict(),
         }
 
@@ -353,8 +403,9 @@ class Guard:
             reasons.append(Reason("plugin", str(vetoed), overridable=True))
         verdict = Verdict(op, tuple(reasons), tuple(warnings))
         if reasons:
-            signals.operation_vetoed.send(
-                self, operation=op, verdict=verdict, reasons=[r.message for r in reasons]
+            signals.notify(
+                signals.operation_vetoed, self, operation=op, verdict=verdict,
+                reasons=[r.message for r in reasons],
             )
         return verdict
 
@@ -375,8 +426,8 @@ class Guard:
             audit.record_force(self.audit_path, forced, who, self.location.redacted)
             log.warning("dbguard: %s forced by %s over: %s", forced.operation.value, who,
                         "; ".join(r.message for r in forced.reasons))
-            signals.operation_forced.send(
-                self, operation=forced.operation, verdict=forced,
+            signals.notify(
+                signals.operation_forced, self, operation=forced.operation, verdict=forced,
                 reasons=[r.message for r in forced.reasons], who=who,
             )
             return forced
@@ -439,6 +490,8 @@ class Guard:
                 "holders": [_holder_dict(h) for h in view.holders],
             },
             "this_process": self.state.snapshot().as_dict(),
+            "paused": self.paused,
+            "backups": str(self.catalog.directory),
             "plugins": [name for name, _ in self.pm.list_name_plugin()],
         }
 

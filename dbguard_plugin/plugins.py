@@ -19,6 +19,7 @@ from dbguard_plugin.errors import ConfigError
 DEFAULT_PLUGINS = (
     "dbguard_plugin.tracking",
     "dbguard_plugin.autobackup",
+    "dbguard_plugin.recovery",
 )
 
 LOAD_ENV = "DBGUARD_LOAD_PLUGINS"

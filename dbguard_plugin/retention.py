@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.manifest import Manifest
@@ -32,15 +33,28 @@ def to_keep(
         keep.add(verified[0].id)
     keep.update(pinned)
     day, week = 86_400, 7 * 86_400
-    for span, count in ((day, policy.keep_daily), (week, policy.keep_weekly)):
-        seen: set[int] = set()
-        for manifest in verified:
-            bucket = int(manifest.created_ts // span)
+    for span, count, bucket_of in (
+        (day, policy.keep_daily, _utc_day),
+        (week, policy.keep_weekly, _iso_week),
+    ):
+        seen: set[tuple[int, int]] = set()
+        for manifest in verified:  # newest first: the newest of each day or week stays
+            bucket = bucket_of(manifest.created_ts)
             if bucket in seen or now - manifest.created_ts > span * count:
                 continue
             seen.add(bucket)
             keep.add(manifest.id)
     return keep
+
+
+def _utc_day(ts: float) -> tuple[int, int]:
+    return (0, int(ts // 86_400))
+
+
+def _iso_week(ts: float) -> tuple[int, int]:
+    """(ISO year, ISO week): weeks start on Monday, as operators count them."""
+    year, week, _ = datetime.fromtimestamp(ts, tz=timezone.utc).isocalendar()
+    return (year, week)
 
 
 def prune(

@@ -15,9 +15,30 @@ method, or connect with ``weak=False``.
 
 from __future__ import annotations
 
-from blinker import Namespace
+import logging
+from typing import Any
+
+from blinker import Namespace, Signal
+
+log = logging.getLogger(__name__)
 
 _signals = Namespace()
+
+
+def notify(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Send *signal* to every receiver; a receiver that raises is logged and skipped.
+
+    A receiver must never change what dbguard does: a UI that fails to redraw cannot be
+    allowed to fail a backup or to pause trading.
+    """
+    if not signal.receivers:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **kwargs)
+        except Exception:
+            log.exception("dbguard: a receiver of %s raised; ignored",
+                          getattr(signal, "name", signal))
 
 #: A trading session started. Arguments: ``session`` (SessionInfo).
 session_started = _signals.signal("session-started")
@@ -52,6 +73,26 @@ backup_finished = _signals.signal("backup-finished")
 #: ``error`` (str: what went wrong and what to do).
 backup_failed = _signals.signal("backup-failed")
 
+#: A restore or rollback is about to write into the live database (its safety backup is
+#: taken). Arguments: ``backup_id`` (str), ``operation`` ("restore" or "rollback").
+restore_started = _signals.signal("restore-started")
+
+#: The live database now holds a backup's content, checked. A UI must reload everything
+#: it shows. Arguments: ``operation`` ("restore", "rollback" or "recovery"),
+#: ``backup_id`` (str), ``safety_id`` (str: the backup that undoes it, "" if none).
+database_replaced = _signals.signal("database-replaced")
+
+#: A restore failed. Arguments: ``backup_id``, ``error`` (str), ``rolled_back`` (bool:
+#: the safety backup was put back, so the database is as it was).
+restore_failed = _signals.signal("restore-failed")
+
+#: A rollback put the last replacement's safety backup back. Arguments: ``backup_id``.
+rolled_back = _signals.signal("rolled-back")
+
+#: The database moved. Arguments: ``old_path`` and ``new_path`` (Path), ``new_url`` (str,
+#: without password), ``deleted_old`` (bool).
+moved = _signals.signal("moved")
+
 ALL = (
     session_started,
     session_ended,
@@ -62,4 +103,9 @@ ALL = (
     backup_started,
     backup_finished,
     backup_failed,
+    restore_started,
+    database_replaced,
+    restore_failed,
+    rolled_back,
+    moved,
 )

@@ -23,7 +23,7 @@ def dbguard_session_started(guard: Guard, session: SessionInfo) -> None:
         log.warning("dbguard: could not mark session %s active: an operation holds the "
                     "session lock", session.session_id)
     guard.publish_status_now()
-    signals.session_started.send(guard, session=session)
+    signals.notify(signals.session_started, guard, session=session)
 
 
 @hookimpl(trylast=True)
@@ -32,7 +32,7 @@ def dbguard_session_ending(guard: Guard, session: SessionInfo) -> None:
     guard.sync_lease()
     guard.publish_status_now()
     guard.lease.release_session()
-    signals.session_ended.send(guard, session=session)
+    signals.notify(signals.session_ended, guard, session=session)
 
 
 @hookimpl(tryfirst=True)
@@ -54,8 +54,7 @@ def on_order(
     elif change.before is not change.after:
         guard.publish_status_soon()
     if signals.order_state_changed.receivers:
-        signals.order_state_changed.send(
-            guard,
+        signals.notify(signals.order_state_changed, guard,
             event=event or OrderEvent(oid, kind, symbol, side, timestamp),
             before=change.before, after=change.after,
             in_flight=change.in_flight, anomaly=change.anomaly,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from dbguard_plugin.backup import SQLITE_MAGIC, file_digest, opened_copy
+from dbguard_plugin.backup import SQLITE_MAGIC, file_digest, opened_copy, sqlite_uri
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.sqlite_facts import check, schema_fingerprint
@@ -50,7 +50,7 @@ def verify_backup(
             with open(plain, "rb") as fh:
                 if fh.read(16) != SQLITE_MAGIC:
                     return VerifyResult(manifest, shown, (f"{path}: not a SQLite database",))
-            conn = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
+            conn = sqlite3.connect(sqlite_uri(plain, "ro"), uri=True)
             try:
                 problems += [f"{path}: {level}: {p}" for p in check(conn, level)[:10]]
                 if manifest.schema_fingerprint and (

@@ -1,0 +1,270 @@
+"""``dbguard move``: change where a SQLite database lives, guarded, verified, crash-safe.
+
+The copy is a consistent snapshot (one read transaction around the backup API) to a
+``.tmp-`` name beside the new place, checked against the snapshot's own facts, fsynced
+and renamed into place; only then is the configuration switched, atomically. The old
+file stays until ``--delete-old`` (and never goes while a session is active), so a move
+that fails at any point leaves the old database in use and no stray file at the new place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dbguard_plugin import journal, signals
+from dbguard_plugin.backup import BackupSettings, Progress, sqlite_uri
+from dbguard_plugin.crashpoints import reach
+from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
+from dbguard_plugin.events import Operation
+from dbguard_plugin.files import fsync_dir, open_private, private_dir, write_atomic
+from dbguard_plugin.location import locate, redact
+from dbguard_plugin.sqlite_facts import check, read_facts
+
+if TYPE_CHECKING:
+    from dbguard_plugin.guard import Guard
+
+SIDECARS = ("-wal", "-shm", "-journal")
+
+
+class MoveError(DbGuardError):
+    """A move failed; the old database is still the one in use."""
+
+
+@dataclass(frozen=True)
+class MoveOutcome:
+    old_path: str
+    new_path: str
+    new_url: str
+    config_updated: bool
+    backups_moved: bool
+    deleted_old: bool
+    duration_s: float
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.__dict__, "notes": list(self.notes)}
+
+
+def move(
+    guard: Guard,
+    new_path: str,
+    *,
+    config_path: str | None = None,
+    delete_old: bool = False,
+    force: bool = False,
+    who: str | None = None,
+    progress: Progress | None = None,
+) -> MoveOutcome:
+    clock = time.monotonic()
+    old = guard.location.sqlite_path
+    if old is None:
+        raise MoveError(f"{guard.location.redacted}: only SQLite files can be moved")
+    if not old.is_file():
+        raise MoveError(f"{old}: no database file to move; check --db / db_url")
+    new = _validate_target(old, new_path)
+    new_url = guard.location.url.set(database=str(new)).render_as_string(hide_password=False)
+    with guard.operation(Operation.MOVE, force=force, who=who):
+        reach("move:locked")
+        need = old.stat().st_size
+        free = shutil.disk_usage(new.parent).free
+        if free < need + (need >> 4) + (16 << 20):
+            raise MoveError(f"{new.parent}: {free / 2**20:,.0f} MiB free, the database needs "
+                            f"{need / 2**20:,.0f} MiB; nothing was changed")
+        intent = journal.Intent(
+            operation="move", step="copying", database=guard.location.redacted,
+            new_path=str(new), tmp_path=str(new.with_name(f".tmp-dbguard-move-{new.name}")),
+            config_path=str(Path(config_path).absolute()) if config_path else "",
+            old_url=guard.config.db_url or "", new_url=new_url,
+        )
+        journal.write(guard.location.state_dir, intent)
+        reach("move:journal-written")
+        guard.pm.hook.dbguard_release_connections(guard=guard, operation=Operation.MOVE)
+        tmp = Path(intent.tmp_path)
+        try:
+            _copy_verified(old, tmp, guard.config.busy_timeout, progress)
+            reach("move:copied")
+            os.replace(tmp, new)
+            fsync_dir(new.parent)
+            reach("move:renamed")
+        except BaseException:
+            _remove_with_sidecars(tmp)
+            journal.clear(guard.location.state_dir)
+            raise
+        switching = intent.at("switching")
+        journal.write(guard.location.state_dir, switching)
+        new_state = locate(new_url).state_dir
+        private_dir(new_state)
+        journal.write(new_state, switching)  # a command already on the new config finds it
+        reach("move:journaled")
+        config_updated, backups_moved, notes = _switch(guard, switching)
+        reach("move:configured")
+        deleted = False
+        if delete_old:
+            if guard.lease.probe().session_free:
+                _remove_with_sidecars(old)
+                fsync_dir(old.parent)
+                deleted = True
+                reach("move:old-deleted")
+            else:
+                notes.append(f"kept {old}: a trading session is still active on it")
+        journal.clear(new_state)
+        journal.clear(guard.location.state_dir)
+        reach("move:done")
+    guard.pm.hook.dbguard_refresh(guard=guard, operation=Operation.MOVE)
+    signals.notify(signals.moved, guard, old_path=old, new_path=new,
+                   new_url=redact(new_url), deleted_old=deleted)
+    return MoveOutcome(str(old), str(new), redact(new_url), config_updated, backups_moved,
+                       deleted, round(time.monotonic() - clock, 3), tuple(notes))
+
+
+def recover(guard: Guard, intent: journal.Intent) -> str:
+    """Finish a move whose copy was in place, undo one whose copy was not."""
+    tmp = Path(intent.tmp_path)
+    new = Path(intent.new_path)
+    if intent.step == "copying":
+        _remove_with_sidecars(tmp)
+        journal.clear(guard.location.state_dir)
+        return (f"undid the interrupted move to {new}: the copy was not complete, so the "
+                "database stays where it was")
+    _switch(guard, intent)
+    journal.clear(locate(intent.new_url).state_dir)
+    old_state = locate(intent.old_url).state_dir if intent.old_url else None
+    if old_state is not None:
+        journal.clear(old_state)
+    journal.clear(guard.location.state_dir)
+    return f"finished the interrupted move to {new}: the database now lives there"
+
+
+def _validate_target(old: Path, new_path: str) -> Path:
+    if not new_path or "\x00" in new_path or any(ord(c) < 32 for c in new_path):
+        raise UnsafePathError(f"{new_path!r} is not a usable path for the database")
+    new = Path(os.path.abspath(os.path.expanduser(new_path)))
+    if new.is_dir():
+        new = new / old.name
+    if new == old or os.path.realpath(new) == os.path.realpath(old):
+        raise ConfigError(f"{new} is where the database already is")
+    for candidate in [new] + [new.with_name(new.name + s) for s in SIDECARS]:
+        if os.path.lexists(candidate):
+            raise ConfigError(f"{candidate} already exists; dbguard never overwrites a file "
+                              "when moving: choose another name or remove it")
+    if not new.parent.is_dir():
+        raise ConfigError(f"{new.parent} does not exist; create the directory first")
+    if stat.S_ISLNK(os.lstat(new.parent).st_mode):
+        raise UnsafePathError(f"{new.parent} is a symlink; give the real directory")
+    return new
+
+
+def _copy_verified(old: Path, tmp: Path, busy_timeout: float,
+                   progress: Progress | None) -> None:
+    """A consistent copy of *old* at *tmp* (0600), checked against the snapshot's facts."""
+    _remove_with_sidecars(tmp)
+    os.close(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    settings = BackupSettings(busy_timeout=busy_timeout)
+    src = sqlite3.connect(sqlite_uri(old, "rw"), uri=True, timeout=busy_timeout,
+                          isolation_level=None)
+    try:
+        src.execute("BEGIN")
+        expected = read_facts(src)  # inside the read transaction: the snapshot's own facts
+        dst = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            def step(_status: int, remaining: int, total: int) -> None:
+                reach("move:copying")
+                if progress is not None:
+                    progress(total - remaining, total)
+
+            src.backup(dst, pages=settings.step_pages, progress=step, sleep=0)
+        finally:
+            dst.close()
+        src.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise MoveError(f"{old}: copy failed ({exc}); nothing was changed") from None
+    finally:
+        src.close()
+    conn = sqlite3.connect(sqlite_uri(tmp, "rw"), uri=True)
+    try:
+        problems = check(conn, "integrity_check")
+        facts = read_facts(conn, expected.journal_mode)
+    finally:
+        conn.close()  # the last connection: SQLite checkpoints and removes tmp's -wal
+    if problems or facts.tables != expected.tables or (
+        facts.schema_fingerprint != expected.schema_fingerprint
+    ):
+        raise VerificationError(f"{tmp}: the copy does not match {old} "
+                                f"({'; '.join(problems[:3]) or 'rows or schema differ'})")
+    for suffix in SIDECARS:
+        if os.path.exists(f"{tmp}{suffix}"):
+            raise MoveError(f"{tmp}{suffix} is still there; the copy is not self-contained")
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _switch(guard: Guard, intent: journal.Intent) -> tuple[bool, bool, list[str]]:
+    """Point the configuration and the backups at the new place (idempotent)."""
+    notes: list[str] = []
+    config_updated = False
+    if intent.config_path:
+        config_updated = _rewrite_config(Path(intent.config_path), intent.old_url,
+                                         intent.new_url)
+        if not config_updated:
+            notes.append(f"{intent.config_path} does not name {redact(intent.old_url)}; "
+                         f"use --db {redact(intent.new_url)} from now on")
+    else:
+        notes.append(f"no --config given: use --db {redact(intent.new_url)} from now on")
+    backups_moved = False
+    new_state = locate(intent.new_url).state_dir
+    old_catalog = locate(intent.old_url).state_dir / "backups" if intent.old_url else None
+    new_catalog = new_state / "backups"
+    if guard.config.backup_dir is None and old_catalog is not None:
+        if old_catalog.is_dir() and not new_catalog.exists():
+            try:
+                os.rename(old_catalog, new_catalog)
+                fsync_dir(new_state)
+                backups_moved = True
+            except OSError:
+                notes.append(f"backups stay in {old_catalog} (another disk): set "
+                             f"backup_dir = \"{old_catalog}\" to keep using them")
+        elif new_catalog.is_dir():
+            backups_moved = True
+    for catalog_dir in (new_catalog, Path(guard.config.backup_dir or new_catalog)):
+        marker = catalog_dir / ".dbguard-catalog.json"
+        if marker.exists():
+            with contextlib.suppress(OSError):
+                write_atomic(marker, json.dumps({"database": intent.new_path}).encode())
+    return config_updated, backups_moved, notes
+
+
+def _rewrite_config(path: Path, old_url: str, new_url: str) -> bool:
+    """Replace the database URL in the config file's text, atomically, keeping the rest
+    of the file (comments, order, formatting) exactly as the operator wrote it."""
+    text = path.read_text(encoding="utf-8")
+    if new_url in text and old_url not in text:
+        return True  # done already (recovery after the switch)
+    count = 0
+    for quote in ('"', "'"):
+        needle = f"{quote}{old_url}{quote}"
+        count += text.count(needle)
+        text = text.replace(needle, f"{quote}{new_url}{quote}")
+    if count == 0:
+        return False
+    mode = stat.S_IMODE(path.stat().st_mode)
+    write_atomic(path, text.encode("utf-8"), fsync=True)
+    os.chmod(path, mode)
+    return True
+
+
+def _remove_with_sidecars(path: Path) -> None:
+    for candidate in [str(path)] + [f"{path}{s}" for s in SIDECARS]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(candidate)

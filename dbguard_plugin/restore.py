@@ -1,0 +1,324 @@
+"""The replacement engine: restore and rollback, atomic, verified, crash-safe.
+
+Every replacement goes the same way: the guard allows it and the lease is held
+exclusive; the backup is verified against its manifest before anything is touched; a
+safety backup of the live database is taken and verified; the intent is journaled; the
+snapshot is written INTO the live database with SQLite's backup API, which is one
+journaled transaction (safe with the bot's connections open, no rename of a file that
+may be open); the result is checked; on any failure the safety backup goes back the
+same way. See DESIGN.md, "SQLite facts" 4 and 6.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dbguard_plugin import audit, journal, signals
+from dbguard_plugin.backup import (
+    NothingToBackUp,
+    Progress,
+    opened_copy,
+    sqlite_uri,
+)
+from dbguard_plugin.crashpoints import reach
+from dbguard_plugin.errors import DbGuardError, VerificationError, VetoedError
+from dbguard_plugin.events import Operation
+from dbguard_plugin.files import write_json_atomic
+from dbguard_plugin.manifest import Manifest
+from dbguard_plugin.preview import Preview, compute
+from dbguard_plugin.sqlite_facts import check, row_counts, schema_fingerprint
+from dbguard_plugin.verdict import Reason, Verdict
+from dbguard_plugin.verify import verify_backup
+
+if TYPE_CHECKING:
+    from dbguard_plugin.guard import Guard
+
+LAST = "last-replacement.json"
+GENERATION = "generation.json"
+
+
+class RestoreError(DbGuardError):
+    """A restore failed; the message says whether the database was put back."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    operation: str
+    backup_id: str
+    safety_id: str
+    database: str
+    duration_s: float
+    preview: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def live_path(guard: Guard) -> Path:
+    path = guard.location.sqlite_path
+    if path is None:
+        raise RestoreError(
+            f"{guard.location.redacted}: restores of {guard.location.backend} databases are "
+            "not supported by this version"
+        )
+    return path
+
+
+def preview(guard: Guard, manifest: Manifest) -> Preview:
+    """What restoring *manifest* would change, read-only."""
+    with opened_copy(guard.catalog.data_path(manifest), manifest.compression,
+                     guard.catalog.directory) as plain:
+        return compute(live_path(guard), plain, guard.config.open_orders,
+                       guard.config.open_trades)
+
+
+def restore(
+    guard: Guard,
+    backup_id: str,
+    *,
+    force: bool = False,
+    who: str | None = None,
+    progress: Progress | None = None,
+    operation: str = "restore",
+) -> Outcome:
+    """Write backup *backup_id* into the live database; see the module docstring."""
+    clock = time.monotonic()
+    live = live_path(guard)
+    manifest = guard.catalog.get(backup_id)
+    with guard.operation(Operation.RESTORE, force=force, who=who):
+        reach("restore:locked")
+        result = verify_backup(guard.catalog, manifest, guard.config.restore_check)
+        if not result.ok:
+            guard.catalog.record_verification(manifest, False)
+            raise VerificationError(
+                f"backup {manifest.id} failed verification; nothing was changed: "
+                + "; ".join(result.problems)
+            )
+        reach("restore:verified")
+        stored = guard.catalog.data_path(manifest)
+        with opened_copy(stored, manifest.compression, guard.catalog.directory) as plain:
+            _check_compatible(live, manifest)
+            _check_space(live, manifest)
+            reach("restore:space-checked")
+            changes = compute(live, plain, guard.config.open_orders,
+                              guard.config.open_trades)
+            if changes.drops_open_positions:
+                _allow_dropping(guard, manifest, changes, force, who)
+            try:
+                safety_id = guard.backup("pre-restore").id
+            except NothingToBackUp:
+                safety_id = ""  # no live database yet: nothing to put back
+            reach("restore:safety-done")
+            intent = journal.Intent(
+                operation=operation, step="restoring", backup_id=manifest.id,
+                safety_id=safety_id, database=guard.location.redacted,
+                schema_version=schema_version(live),
+            )
+            journal.write(guard.location.state_dir, intent)
+            reach("restore:journal-written")
+            signals.notify(signals.restore_started, guard, backup_id=manifest.id,
+                           operation=operation)
+            try:
+                write_into(live, plain, guard.config.busy_timeout, progress)
+                reach("restore:copied")
+                post_check(live, manifest, guard.config.restore_check)
+                reach("restore:checked")
+            except Exception as exc:
+                undone = _undo(guard, intent, live)
+                signals.notify(signals.restore_failed, guard, backup_id=manifest.id,
+                               error=str(exc), rolled_back=undone)
+                state = (f"the database was put back from safety backup {safety_id}"
+                         if undone else "there was no live database to put back")
+                raise RestoreError(f"{operation} of {manifest.id} failed ({exc}); {state}") \
+                    from None
+        finish(guard, intent)
+    outcome = Outcome(operation, manifest.id, safety_id, guard.location.redacted,
+                      round(time.monotonic() - clock, 3), changes.as_dict())
+    replaced(guard, Operation.RESTORE, manifest.id, safety_id, operation)
+    return outcome
+
+
+def rollback(guard: Guard, *, force: bool = False, who: str | None = None,
+             progress: Progress | None = None) -> Outcome:
+    """Undo the last replacement by restoring its safety backup, through the same engine."""
+    last = last_replacement(guard)
+    if last is None or not last.get("safety_id"):
+        raise RestoreError(
+            f"nothing to roll back for {guard.location.redacted}: no replacement with a "
+            "safety backup is recorded"
+        )
+    return restore(guard, str(last["safety_id"]), force=force, who=who, progress=progress,
+                   operation="rollback")
+
+
+def finish(guard: Guard, intent: journal.Intent) -> None:
+    """The last steps of a restore that committed and checked: record it, drop the journal."""
+    write_json_atomic(guard.location.state_dir / LAST, {
+        "operation": intent.operation, "backup_id": intent.backup_id,
+        "safety_id": intent.safety_id, "when": time.time(),
+        "database": guard.location.redacted,
+    })
+    bump_generation(guard, intent.operation)
+    reach("restore:recorded")
+    journal.clear(guard.location.state_dir)
+    reach("restore:done")
+
+
+def replaced(guard: Guard, operation: Operation, backup_id: str, safety_id: str,
+             kind: str) -> None:
+    """Tell this process's host and every subscriber that the database changed."""
+    guard.pm.hook.dbguard_refresh(guard=guard, operation=operation)
+    signals.notify(signals.database_replaced, guard, operation=kind, backup_id=backup_id,
+                   safety_id=safety_id)
+    if kind == "rollback":
+        signals.notify(signals.rolled_back, guard, backup_id=backup_id)
+
+
+def last_replacement(guard: Guard) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(
+            (guard.location.state_dir / LAST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return data
+
+
+def bump_generation(guard: Guard, operation: str) -> None:
+    """Other processes (the bot) notice a replacement through this file on their next
+    tick and refresh their own state."""
+    path = guard.location.state_dir / GENERATION
+    try:
+        current = int(json.loads(path.read_text(encoding="utf-8")).get("generation", 0))
+    except (FileNotFoundError, ValueError, AttributeError):
+        current = 0
+    write_json_atomic(path, {"generation": current + 1, "operation": operation,
+                             "when": time.time()})
+
+
+def read_generation(state_dir: Path) -> int:
+    try:
+        return int(json.loads((state_dir / GENERATION).read_text(encoding="utf-8"))
+                   .get("generation", 0))
+    except (FileNotFoundError, ValueError, AttributeError):
+        return 0
+
+
+# -- the copy and the checks ------------------------------------------------------------
+
+
+def schema_version(live: Path) -> int:
+    if not live.exists():
+        return 0
+    conn = sqlite3.connect(sqlite_uri(live, "ro"), uri=True, timeout=30)
+    try:
+        return int(conn.execute("PRAGMA schema_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def write_into(live: Path, plain: Path, busy_timeout: float,
+               progress: Progress | None = None, step_pages: int = 1024) -> None:
+    """Write the SQLite file *plain* into the live database as ONE transaction.
+
+    The backup API keeps its write transaction on the destination open across steps and
+    commits only at the end, so a crash at any step leaves the old database (SQLite
+    rolls the hot journal back, or ignores uncommitted WAL frames). Connections the bot
+    keeps open see the new content at their next transaction.
+    """
+    src = sqlite3.connect(sqlite_uri(plain, "ro"), uri=True)
+    mode = "rw" if live.exists() else "rwc"
+    dst = sqlite3.connect(sqlite_uri(live, mode), uri=True, timeout=busy_timeout,
+                          isolation_level=None)
+    try:
+        def step(_status: int, remaining: int, total: int) -> None:
+            reach("restore:copying")
+            if progress is not None:
+                progress(total - remaining, total)
+
+        src.backup(dst, pages=step_pages, progress=step, sleep=0)
+        # Keep the WAL from holding a whole second copy; PASSIVE never waits on readers.
+        dst.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        dst.close()
+        src.close()
+
+
+def post_check(live: Path, manifest: Manifest, level: str) -> None:
+    conn = sqlite3.connect(sqlite_uri(live, "ro"), uri=True, timeout=30)
+    try:
+        problems = check(conn, level if level == "integrity_check" else "quick_check")
+        if problems:
+            raise VerificationError(f"{live}: {'; '.join(problems[:5])}")
+        if manifest.schema_fingerprint and schema_fingerprint(conn) != manifest.schema_fingerprint:
+            raise VerificationError(f"{live}: schema differs from backup {manifest.id}")
+        if manifest.tables and row_counts(conn) != manifest.tables:
+            raise VerificationError(f"{live}: row counts differ from backup {manifest.id}")
+    finally:
+        conn.close()
+
+
+def _undo(guard: Guard, intent: journal.Intent, live: Path) -> bool:
+    """Put the safety backup back, the same way. False when there is none."""
+    if not intent.safety_id:
+        journal.clear(guard.location.state_dir)
+        return False
+    undo = intent.at("rolling-back")
+    undo = journal.Intent(**{**asdict(undo), "schema_version": schema_version(live)})
+    journal.write(guard.location.state_dir, undo)
+    reach("restore:rolling-back")
+    safety = guard.catalog.get(intent.safety_id)
+    with opened_copy(guard.catalog.data_path(safety), safety.compression,
+                     guard.catalog.directory) as plain:
+        write_into(live, plain, guard.config.busy_timeout)
+    post_check(live, safety, "quick_check")
+    journal.clear(guard.location.state_dir)
+    return True
+
+
+def _check_compatible(live: Path, manifest: Manifest) -> None:
+    if not live.exists():
+        return
+    conn = sqlite3.connect(sqlite_uri(live, "ro"), uri=True, timeout=30)
+    try:
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+    if mode == "wal" and manifest.page_size and page_size != manifest.page_size:
+        raise RestoreError(
+            f"backup {manifest.id} has {manifest.page_size}-byte pages and {live} has "
+            f"{page_size}-byte pages in WAL mode, which SQLite cannot write in place; nothing "
+            f"was changed. Stop the bot, run: sqlite3 '{live}' 'PRAGMA journal_mode=DELETE', "
+            "then restore again"
+        )
+
+
+def _check_space(live: Path, manifest: Manifest) -> None:
+    free = shutil.disk_usage(live.parent if live.parent.exists() else Path(os.sep)).free
+    need = manifest.raw_size * 2 + (16 << 20)  # the WAL or rollback journal, plus slack
+    if free < need:
+        raise RestoreError(
+            f"{live.parent}: {free / 2**20:,.0f} MiB free, a restore of {manifest.id} needs "
+            f"about {need / 2**20:,.0f} MiB; nothing was changed: free space first"
+        )
+
+
+def _allow_dropping(guard: Guard, manifest: Manifest, changes: Preview, force: bool,
+                    who: str | None) -> None:
+    reasons = tuple(Reason("drops-open-positions", w, True) for w in changes.warnings()[:2])
+    verdict = Verdict(Operation.RESTORE, reasons)
+    if not force:
+        raise VetoedError(verdict, f"restoring {manifest.id} would drop open positions; "
+                          "nothing was changed:\n" + "\n".join(f"  - {r.message}"
+                                                               for r in reasons)
+                          + "\nuse --force to restore anyway")
+    forced = Verdict(Operation.RESTORE, reasons, forced=True)
+    audit.record_force(guard.audit_path, forced, who or audit.operator(), guard.location.redacted)
+
