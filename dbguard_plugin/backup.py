@@ -27,7 +27,7 @@ from dbguard_plugin import __version__
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError
-from dbguard_plugin.files import fsync_dir, open_private, write_atomic
+from dbguard_plugin.files import fsync_dir, open_private, replace, write_atomic
 from dbguard_plugin.location import DatabaseLocation
 from dbguard_plugin.manifest import REASONS, Manifest
 from dbguard_plugin.sqlite_facts import check, read_facts
@@ -122,7 +122,7 @@ def create_backup(
                 reach("backup:compressed")
                 os.unlink(raw_tmp)
             final_name = f"{backup_id}.sqlite{_SUFFIX[settings.compression]}"
-            os.replace(stored_tmp, catalog.directory / final_name)
+            replace(stored_tmp, catalog.directory / final_name)
             fsync_dir(catalog.directory)
             reach("backup:renamed")
             manifest = Manifest(

@@ -19,3 +19,18 @@ def reach(point: str) -> None:
     """Die here, by SIGKILL, if the environment names this point."""
     if os.environ.get(ENV) == point:
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+FAIL_RENAMES_ENV = "DBGUARD_FAIL_RENAMES"
+_failed_renames = 0
+
+
+def rename_fault() -> None:
+    """Raise PermissionError for the first N renames of this process when
+    ``DBGUARD_FAIL_RENAMES=N``: what Windows does while another process has the file
+    open. Tests use it to prove the bounded retry; unset, it costs a dictionary lookup."""
+    global _failed_renames
+    wanted = os.environ.get(FAIL_RENAMES_ENV)
+    if wanted and _failed_renames < int(wanted):
+        _failed_renames += 1
+        raise PermissionError(13, "injected: the file is in use by another process")

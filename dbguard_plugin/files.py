@@ -6,9 +6,11 @@ import contextlib
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
+from dbguard_plugin.crashpoints import rename_fault
 from dbguard_plugin.errors import UnsafePathError
 
 FILE_MODE = 0o600
@@ -62,9 +64,29 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    replace(tmp, path)
     if fsync:
         fsync_dir(path.parent)
+
+
+def replace(src: Path, dst: Path, attempts: int = 8) -> None:
+    """os.replace, retried with bounded backoff on PermissionError.
+
+    On Windows a rename fails while another process (an antivirus, an indexer, a reader)
+    has either file open; that passes within moments. Only files dbguard itself wrote
+    are renamed this way: never a database that may be open.
+    """
+    delay = 0.01
+    for attempt in range(attempts):
+        try:
+            rename_fault()
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def fsync_dir(path: Path) -> None:

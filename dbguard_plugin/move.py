@@ -25,7 +25,7 @@ from dbguard_plugin.backup import BackupSettings, Progress, sqlite_uri
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.events import Operation
-from dbguard_plugin.files import fsync_dir, open_private, private_dir, write_atomic
+from dbguard_plugin.files import fsync_dir, open_private, private_dir, replace, write_atomic
 from dbguard_plugin.location import locate, redact
 from dbguard_plugin.sqlite_facts import check, read_facts
 
@@ -92,7 +92,7 @@ def move(
         try:
             _copy_verified(old, tmp, guard.config.busy_timeout, progress)
             reach("move:copied")
-            os.replace(tmp, new)
+            replace(tmp, new)
             fsync_dir(new.parent)
             reach("move:renamed")
         except BaseException:
