@@ -3,12 +3,17 @@ scenario. Receivers take ``**extra`` as the documentation asks."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dbguard_plugin import Operation, OrderEvent, OrderKind, SessionInfo, Verdict, hookimpl, signals
+from dbguard_plugin.config import Config
+from dbguard_plugin.errors import DbGuardError
+from dbguard_plugin.manifest import Manifest
 
 
 @pytest.fixture
@@ -132,6 +137,58 @@ def test_receivers_only_observe(guard, received):
     assert vetoed[0][1]["verdict"] is verdict
 
 
+def _make_db(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY)")
+    conn.execute("INSERT INTO trades DEFAULT VALUES")
+    conn.close()
+
+
+def test_backup_started_and_backup_finished(guard, received, db_path):
+    _make_db(db_path)
+    started = received(signals.backup_started)
+    finished = received(signals.backup_finished)
+    failed = received(signals.backup_failed)
+
+    manifest = guard.backup(note="by hand")
+    assert started == [(guard, {"reason": "manual", "backup_dir": guard.catalog.directory})]
+    path = guard.catalog.data_path(manifest)
+    assert finished == [(guard, {"manifest": manifest, "path": path})]
+    assert isinstance(finished[0][1]["manifest"], Manifest)
+    assert path.is_file()
+    assert finished[0][1]["manifest"].note == "by hand"
+
+    guard.start_session("S-signals")  # the session-start backup is announced too
+    assert [kw["reason"] for _, kw in started] == ["manual", "session-start"]
+    assert [kw["manifest"].reason for _, kw in finished] == ["manual", "session-start"]
+    assert failed == []
+
+
+def test_backup_failed(make_guard, received, db_path, db_url, tmp_path):
+    _make_db(db_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    guard = make_guard(Config(db_url=db_url, backup_dir=str(blocker / "backups")))
+    started = received(signals.backup_started)
+    finished = received(signals.backup_finished)
+    failed = received(signals.backup_failed)
+
+    with pytest.raises((OSError, DbGuardError), match="a-file"):
+        guard.backup()
+    assert [kw["reason"] for _, kw in started] == ["manual"]
+    assert finished == []
+    ((sender, kwargs),) = failed
+    assert sender is guard
+    assert set(kwargs) == {"reason", "error"}
+    assert kwargs["reason"] == "manual"
+    assert str(blocker) in kwargs["error"]
+
+    guard.start_session("S-failing")  # an automatic backup fails without raising
+    assert [kw["reason"] for _, kw in failed] == ["manual", "session-start"]
+    assert finished == []
+
+
 SCENARIOS = {
     "session-started": test_session_started_and_session_ended,
     "session-ended": test_session_started_and_session_ended,
@@ -139,6 +196,9 @@ SCENARIOS = {
     "operation-vetoed": test_operation_vetoed,
     "operation-forced": test_operation_forced,
     "maintenance-refused": test_maintenance_refused,
+    "backup-started": test_backup_started_and_backup_finished,
+    "backup-finished": test_backup_started_and_backup_finished,
+    "backup-failed": test_backup_failed,
 }
 
 
