@@ -62,6 +62,12 @@ def validate_id(backup_id: str) -> str:
     return backup_id
 
 
+def expected_file(manifest: Manifest) -> str:
+    """The only data file name a manifest may name: its id plus the compression's suffix."""
+    suffix = {"none": "", "gzip": ".gz", "zstd": ".zst"}.get(manifest.compression, "?")
+    return f"{manifest.id}.sqlite{suffix}"
+
+
 class Catalog:
     """The backups of one database.
 
@@ -186,6 +192,10 @@ class Catalog:
             if manifest.id + ".json" != name:
                 log.warning("dbguard: skipping %s: it names backup %s", name, manifest.id)
                 continue
+            if manifest.file != expected_file(manifest):
+                log.warning("dbguard: skipping %s: its data file %r is not %s's own name",
+                            name, manifest.file, manifest.id)
+                continue
             found.append(manifest)
         found.sort(key=lambda m: (m.created_ts, m.id))
         return found
@@ -199,6 +209,9 @@ class Catalog:
         manifest = Manifest.read(path)
         if manifest.id != backup_id:
             raise VerificationError(f"{path}: manifest names backup {manifest.id!r}")
+        if manifest.file != expected_file(manifest):
+            raise VerificationError(f"{path}: manifest names data file {manifest.file!r}, "
+                                    f"not {expected_file(manifest)!r}: it was edited")
         return manifest
 
     def newest_verified(self) -> Manifest | None:
@@ -235,7 +248,8 @@ class Catalog:
         except FileNotFoundError:
             return False
         return any(
-            (n.startswith(TMP_PREFIX) and not _READER.match(n))
+            (n.startswith(TMP_PREFIX)
+             and ((r := _READER.match(n)) is None or not pid_alive(int(r.group(1)))))
             or ((m := _DATA.match(n)) is not None and f"{m.group(1)}.json" not in names)
             for n in names
         )

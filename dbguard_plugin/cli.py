@@ -229,7 +229,7 @@ def backups() -> None:
         {
             "id": m.id, "time": m.created, "reason": m.reason, "size": m.size,
             "sha256": m.sha256, "verified": m.verified,
-            "path": str(guard.catalog.data_path(m)), "note": m.note,
+            "path": str(guard.catalog.directory / m.file), "note": m.note,
         }
         for m in guard.catalog.manifests()
     ]

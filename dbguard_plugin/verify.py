@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from dbguard_plugin.backup import SQLITE_MAGIC, file_digest, opened_copy, sqlite_uri
 from dbguard_plugin.catalog import Catalog
+from dbguard_plugin.errors import UnsafePathError
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.sqlite_facts import check, schema_fingerprint
 
@@ -30,7 +31,10 @@ def verify_backup(
     catalog: Catalog, manifest: Manifest, level: str = "integrity_check"
 ) -> VerifyResult:
     """Recompute the sha256 and run *level* on the SQLite file; never raises for a bad file."""
-    path = catalog.data_path(manifest)
+    try:
+        path = catalog.data_path(manifest)
+    except UnsafePathError as exc:
+        return VerifyResult(manifest, str(catalog.directory / manifest.file), (str(exc),))
     shown = str(path)
     if not path.is_file():
         return VerifyResult(manifest, shown, (f"{path}: backup file is missing",))
