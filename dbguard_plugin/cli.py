@@ -343,10 +343,9 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool) -> None:
         return
     if changes.drops_open_positions and not force:
         from dbguard_plugin.errors import VetoedError
-        from dbguard_plugin.verdict import Reason, Verdict
+        from dbguard_plugin.verdict import Verdict
 
-        verdict = Verdict(Operation.RESTORE, tuple(
-            Reason("drops-open-positions", w, True) for w in changes.warnings()[:2]))
+        verdict = Verdict(Operation.RESTORE, engine.drop_reasons(changes))
         raise VetoedError(verdict, f"restoring {manifest.id} would drop open positions; "
                           "nothing was changed. Use --force to restore anyway")
     confirm(f"Restore {manifest.id} into {guard.location.redacted}?", yes)
@@ -358,7 +357,9 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool) -> None:
 
 
 @cli.command()
-@click.option("--force", is_flag=True, help="Override an active session and plugin vetoes.")
+@click.option("--force", is_flag=True,
+              help="Override an active session, plugin vetoes and dropping open positions "
+              "(recorded in the audit log; never orders in flight).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @common
 @handle_errors

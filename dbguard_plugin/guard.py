@@ -233,9 +233,11 @@ class Guard:
     # -- backups -----------------------------------------------------------------------
 
     def backup(
-        self, reason: str = "manual", *, note: str = "", progress: Progress | None = None
+        self, reason: str = "manual", *, note: str = "", progress: Progress | None = None,
+        keep: tuple[str, ...] = (),
     ) -> Manifest:
-        """Take a verified hot backup now; prune the catalog after it. Raises on failure."""
+        """Take a verified hot backup now; prune the catalog after it (never the backups
+        in *keep*). Raises on failure."""
         check_source(self.location)
         snapshot = self.state.snapshot()
         trading: dict[str, Any] = {
@@ -271,7 +273,7 @@ class Guard:
             path=self.catalog.data_path(manifest),
         )
         try:
-            self.prune()
+            self.prune(keep=keep)
         except (DbGuardError, OSError) as exc:
             log.warning("dbguard: pruning %s after the backup failed: %s",
                         self.catalog.directory, exc)
@@ -293,11 +295,12 @@ class Guard:
                  manifest.size)
         return True
 
-    def prune(self, dry_run: bool = False) -> list[Manifest]:
+    def prune(self, dry_run: bool = False, keep: tuple[str, ...] = ()) -> list[Manifest]:
         """Apply the retention policy to the catalog; return the backups removed."""
         policy = Retention(self.config.keep_last, self.config.keep_daily,
                            self.config.keep_weekly)
-        return prune(self.catalog, policy, pinned=self.pinned_backups(), dry_run=dry_run)
+        pinned = self.pinned_backups() | set(keep)
+        return prune(self.catalog, policy, pinned=pinned, dry_run=dry_run)
 
     def pinned_backups(self) -> set[str]:
         """Backups an operation still needs: an interrupted one's, and the safety backup
@@ -431,7 +434,7 @@ class Guard:
                 reasons=[r.message for r in forced.reasons], who=who,
             )
             return forced
-        hint = "" if verdict.overridable else " (force cannot override these)"
+        hint = "" if verdict.overridable else "\n(force cannot override these)"
         raise VetoedError(verdict, verdict.summary() + hint)
 
     @contextlib.contextmanager

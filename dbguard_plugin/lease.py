@@ -182,7 +182,9 @@ class Lease:
         """Look at the lease without keeping anything: free or not, and who explains it."""
         if not _real_dir(self.state_dir) or not _real_dir(self.holders_dir):
             return LeaseView(True, True, [])
-        orders_free = not self._orders.held and self._orders.free()
+        # An exclusive holder knows the answer without probing its own lock.
+        orders_free = not self._orders.held and not self._operation.held and \
+            self._orders.free()
         session_free = not self._session.held and self._session.free()
         holders = read_holders(self.holders_dir)
         if orders_free and session_free:

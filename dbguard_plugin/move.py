@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 
 from dbguard_plugin import journal, signals
 from dbguard_plugin.backup import BackupSettings, Progress, sqlite_uri
+from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.files import fsync_dir, open_private, private_dir, replace, write_atomic
 from dbguard_plugin.location import locate, redact
+from dbguard_plugin.restore import GENERATION, LAST, bump_generation
 from dbguard_plugin.sqlite_facts import check, read_facts
 
 if TYPE_CHECKING:
@@ -91,12 +93,17 @@ def move(
         tmp = Path(intent.tmp_path)
         try:
             _copy_verified(old, tmp, guard.config.busy_timeout, progress)
+            os.chmod(tmp, stat.S_IMODE(old.stat().st_mode))  # the host may run as another user
             reach("move:copied")
+            # From here the new path may hold the copy: undoing must remove it too (it was
+            # checked not to exist before, so nothing of the operator's is there).
+            journal.write(guard.location.state_dir, intent.at("renaming"))
             replace(tmp, new)
             fsync_dir(new.parent)
             reach("move:renamed")
         except BaseException:
             _remove_with_sidecars(tmp)
+            _remove_with_sidecars(new)
             journal.clear(guard.location.state_dir)
             raise
         switching = intent.at("switching")
@@ -110,16 +117,20 @@ def move(
         deleted = False
         if delete_old:
             if guard.lease.probe().session_free:
-                _remove_with_sidecars(old)
-                fsync_dir(old.parent)
-                deleted = True
+                try:
+                    _remove_with_sidecars(old)
+                    fsync_dir(old.parent)
+                    deleted = True
+                except OSError as exc:  # Windows: the old file is still open somewhere
+                    notes.append(f"kept {old}: it could not be deleted ({exc.strerror})")
                 reach("move:old-deleted")
             else:
                 notes.append(f"kept {old}: a trading session is still active on it")
         journal.clear(new_state)
         journal.clear(guard.location.state_dir)
         reach("move:done")
-    guard.pm.hook.dbguard_refresh(guard=guard, operation=Operation.MOVE)
+        bump_generation(guard, "move")
+        guard.pm.hook.dbguard_refresh(guard=guard, operation=Operation.MOVE)  # lease held
     signals.notify(signals.moved, guard, old_path=old, new_path=new,
                    new_url=redact(new_url), deleted_old=deleted)
     return MoveOutcome(str(old), str(new), redact(new_url), config_updated, backups_moved,
@@ -130,11 +141,13 @@ def recover(guard: Guard, intent: journal.Intent) -> str:
     """Finish a move whose copy was in place, undo one whose copy was not."""
     tmp = Path(intent.tmp_path)
     new = Path(intent.new_path)
-    if intent.step == "copying":
+    if intent.step in ("copying", "renaming"):
         _remove_with_sidecars(tmp)
+        if intent.step == "renaming":
+            _remove_with_sidecars(new)
         journal.clear(guard.location.state_dir)
-        return (f"undid the interrupted move to {new}: the copy was not complete, so the "
-                "database stays where it was")
+        return (f"undid the interrupted move to {new}: the configuration still named the old "
+                "place, so the database stays where it was and the copy is gone")
     _switch(guard, intent)
     journal.clear(locate(intent.new_url).state_dir)
     old_state = locate(intent.old_url).state_dir if intent.old_url else None
@@ -224,7 +237,10 @@ def _switch(guard: Guard, intent: journal.Intent) -> tuple[bool, bool, list[str]
         notes.append(f"no --config given: use --db {redact(intent.new_url)} from now on")
     backups_moved = False
     new_state = locate(intent.new_url).state_dir
-    old_catalog = locate(intent.old_url).state_dir / "backups" if intent.old_url else None
+    old_state = locate(intent.old_url).state_dir if intent.old_url else None
+    if old_state is not None:
+        _carry_state(old_state, new_state)
+    old_catalog = old_state / "backups" if old_state is not None else None
     new_catalog = new_state / "backups"
     if guard.config.backup_dir is None and old_catalog is not None:
         if old_catalog.is_dir() and not new_catalog.exists():
@@ -233,6 +249,7 @@ def _switch(guard: Guard, intent: journal.Intent) -> tuple[bool, bool, list[str]
                 fsync_dir(new_state)
                 backups_moved = True
             except OSError:
+                Catalog(old_catalog).adopt(intent.new_path)
                 notes.append(f"backups stay in {old_catalog} (another disk): set "
                              f"backup_dir = \"{old_catalog}\" to keep using them")
         elif new_catalog.is_dir():
@@ -243,6 +260,17 @@ def _switch(guard: Guard, intent: journal.Intent) -> tuple[bool, bool, list[str]
             with contextlib.suppress(OSError):
                 write_atomic(marker, json.dumps({"database": intent.new_path}).encode())
     return config_updated, backups_moved, notes
+
+
+def _carry_state(old_state: Path, new_state: Path) -> None:
+    """Bring the replacement history and the audit log along: rollback and pinning must
+    keep working at the new place."""
+    private_dir(new_state)
+    for name in (LAST, GENERATION, "audit.jsonl"):
+        source, target = old_state / name, new_state / name
+        if source.is_file() and not target.exists():
+            shutil.copy2(source, target)
+            os.chmod(target, 0o600)
 
 
 def _rewrite_config(path: Path, old_url: str, new_url: str) -> bool:

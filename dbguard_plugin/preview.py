@@ -7,6 +7,7 @@ configuration, with freqtrade's schema as the default.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 from dbguard_plugin.backup import sqlite_uri
 from dbguard_plugin.sqlite_facts import quote, table_names
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,20 +60,25 @@ class Preview:
     def drops_open_positions(self) -> bool:
         return bool(self.open_orders_lost or self.open_trades_lost)
 
-    def warnings(self) -> list[str]:
+    def losses(self) -> list[str]:
+        """Open trades and orders the restore would forget (these need --force)."""
         out = []
         if self.open_trades_lost:
-            out.append(f"{len(self.open_trades_lost)} open trades now are missing or closed in "
-                       f"the backup: {_ids(self.open_trades_lost)}")
+            out.append(f"{_count_of(self.open_trades_lost, 'open trade')} now missing or "
+                       f"closed in the backup: {_ids(self.open_trades_lost)}")
         if self.open_orders_lost:
-            out.append(f"{len(self.open_orders_lost)} open orders now are missing or closed in "
-                       f"the backup: {_ids(self.open_orders_lost)}")
+            out.append(f"{_count_of(self.open_orders_lost, 'open order')} now missing or "
+                       f"closed in the backup: {_ids(self.open_orders_lost)}")
+        return out
+
+    def warnings(self) -> list[str]:
+        out = self.losses()
         if self.trades_resurrected:
-            out.append(f"{len(self.trades_resurrected)} trades not open now are open in the "
-                       f"backup: {_ids(self.trades_resurrected)}")
+            out.append(f"{_count_of(self.trades_resurrected, 'trade')} not open now but open "
+                       f"in the backup: {_ids(self.trades_resurrected)}")
         if self.orders_resurrected:
-            out.append(f"{len(self.orders_resurrected)} orders not open now are open in the "
-                       f"backup: {_ids(self.orders_resurrected)}")
+            out.append(f"{_count_of(self.orders_resurrected, 'order')} not open now but open "
+                       f"in the backup: {_ids(self.orders_resurrected)}")
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,6 +101,10 @@ class Preview:
             )
         lines += [f"! {w}" for w in self.warnings()]
         return "\n".join(lines)
+
+
+def _count_of(ids: list[str], noun: str) -> str:
+    return f"{len(ids)} {noun}" + ("" if len(ids) == 1 else "s")
 
 
 def _n(value: int | None) -> str:
@@ -172,8 +184,12 @@ def _open_diff(
                 f"SELECT {key} FROM b.{table} WHERE {rule.where}")}
         else:
             open_then = set()
-    except sqlite3.OperationalError:
-        return [], []  # not this schema (the configured columns are absent)
+    except sqlite3.OperationalError as exc:
+        # The table is there but the rule does not fit it: say so, the protection is off.
+        log.warning("dbguard: open rule for table %s (key %s, where %s) does not fit this "
+                    "schema (%s); open positions in it are not checked", rule.table, rule.key,
+                    rule.where, exc)
+        return [], []
     lost = sorted(open_now - open_then, key=_natural)
     back = sorted(open_then - open_now, key=_natural)
     return lost, back

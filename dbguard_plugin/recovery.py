@@ -16,6 +16,7 @@ from dbguard_plugin.backup import opened_copy
 from dbguard_plugin.errors import DbGuardError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.hookspecs import hookimpl
+from dbguard_plugin.status import HOSTNAME, pid_alive
 
 if TYPE_CHECKING:
     from dbguard_plugin.events import SessionInfo
@@ -49,8 +50,12 @@ def recover(guard: Guard) -> list[str]:
             finally:
                 guard.lease.release_exclusive()
         else:
-            log.warning("dbguard: an interrupted operation on %s waits for the lease to be "
-                        "free before it is finished or undone", guard.location.redacted)
+            intent = journal.read(state_dir)
+            if intent is not None and intent.host == HOSTNAME and pid_alive(intent.pid):
+                log.info("dbguard: %s by pid %d is in progress", intent.operation, intent.pid)
+            else:
+                log.warning("dbguard: an interrupted operation on %s waits for the lease to "
+                            "be free before it is finished or undone", guard.location.redacted)
     catalog = guard.catalog
     if catalog.directory.is_dir() and catalog.has_leftovers():
         try:

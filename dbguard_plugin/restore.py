@@ -72,7 +72,15 @@ def live_path(guard: Guard) -> Path:
 
 
 def preview(guard: Guard, manifest: Manifest) -> Preview:
-    """What restoring *manifest* would change, read-only."""
+    """What restoring *manifest* would change, read-only. The backup is checked first
+    (sha256 and quick_check): a damaged file is never opened as a database."""
+    result = verify_backup(guard.catalog, manifest, "quick_check")
+    if not result.ok:
+        guard.catalog.record_verification(manifest, False)
+        raise VerificationError(
+            f"backup {manifest.id} failed verification; nothing was changed: "
+            + "; ".join(result.problems)
+        )
     with opened_copy(guard.catalog.data_path(manifest), manifest.compression,
                      guard.catalog.directory) as plain:
         return compute(live_path(guard), plain, guard.config.open_orders,
@@ -112,7 +120,8 @@ def restore(
             if changes.drops_open_positions:
                 _allow_dropping(guard, manifest, changes, force, who)
             try:
-                safety_id = guard.backup("pre-restore").id
+                # keep=: the prune after the safety backup must not take the one restored
+                safety_id = guard.backup("pre-restore", keep=(manifest.id,)).id
             except NothingToBackUp:
                 safety_id = ""  # no live database yet: nothing to put back
             reach("restore:safety-done")
@@ -139,10 +148,9 @@ def restore(
                 raise RestoreError(f"{operation} of {manifest.id} failed ({exc}); {state}") \
                     from None
         finish(guard, intent)
-    outcome = Outcome(operation, manifest.id, safety_id, guard.location.redacted,
-                      round(time.monotonic() - clock, 3), changes.as_dict())
-    replaced(guard, Operation.RESTORE, manifest.id, safety_id, operation)
-    return outcome
+        replaced(guard, Operation.RESTORE, manifest.id, safety_id, operation)  # lease held
+    return Outcome(operation, manifest.id, safety_id, guard.location.redacted,
+                   round(time.monotonic() - clock, 3), changes.as_dict())
 
 
 def rollback(guard: Guard, *, force: bool = False, who: str | None = None,
@@ -216,7 +224,8 @@ def read_generation(state_dir: Path) -> int:
 def schema_version(live: Path) -> int:
     if not live.exists():
         return 0
-    conn = sqlite3.connect(sqlite_uri(live, "ro"), uri=True, timeout=30)
+    # read-write: a hot journal left by a killed copy must be rolled back on this read
+    conn = sqlite3.connect(sqlite_uri(live, "rw"), uri=True, timeout=30)
     try:
         return int(conn.execute("PRAGMA schema_version").fetchone()[0])
     finally:
@@ -282,6 +291,11 @@ def _undo(guard: Guard, intent: journal.Intent, live: Path) -> bool:
     return True
 
 
+def drop_reasons(changes: Preview) -> tuple[Reason, ...]:
+    """The veto reasons for a restore that forgets open orders or trades."""
+    return tuple(Reason("drops-open-positions", w, True) for w in changes.losses())
+
+
 def _check_compatible(live: Path, manifest: Manifest) -> None:
     if not live.exists():
         return
@@ -312,7 +326,7 @@ def _check_space(live: Path, manifest: Manifest) -> None:
 
 def _allow_dropping(guard: Guard, manifest: Manifest, changes: Preview, force: bool,
                     who: str | None) -> None:
-    reasons = tuple(Reason("drops-open-positions", w, True) for w in changes.warnings()[:2])
+    reasons = drop_reasons(changes)
     verdict = Verdict(Operation.RESTORE, reasons)
     if not force:
         raise VetoedError(verdict, f"restoring {manifest.id} would drop open positions; "
