@@ -17,12 +17,12 @@ import re
 import sqlite3
 import stat
 import time
-import urllib.parse
 from pathlib import Path
 
 import pytest
 import zstandard
 from click.testing import CliRunner
+from conftest import sqlite_url_for
 
 from dbguard_plugin import __version__
 from dbguard_plugin.backup import BackupSettings, create_backup
@@ -520,7 +520,7 @@ def test_backup_and_verify_read_the_right_file_whatever_the_directory_is_called(
     directory.mkdir()
     db = directory / "tradesv3.sqlite"
     make_db(db, rows=123)
-    guard = make_guard(Config(db_url=f"sqlite:///{urllib.parse.quote(str(db))}"))
+    guard = make_guard(Config(db_url=sqlite_url_for(db)))
     assert guard.location.sqlite_path == db
     manifest = guard.backup()
     assert manifest.tables == {"n": 123, "bulk": 0}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import urllib.parse
 from pathlib import Path
 
 import pytest
+from conftest import sqlite_url_for
 
 from dbguard_plugin.config import Config
 from dbguard_plugin.doctor import FAIL, OK, WARN, diagnose
@@ -130,7 +130,7 @@ def test_doctor_reads_the_right_file_whatever_its_directory_is_called(
     directory.mkdir()
     db = directory / "tradesv3.sqlite"
     make_db(db, "wal")
-    guard = make_guard(Config(db_url=f"sqlite:///{urllib.parse.quote(str(db))}"))
+    guard = make_guard(Config(db_url=sqlite_url_for(db)))
     assert guard.location.sqlite_path == db
     found = {f.check: f for f in diagnose(guard)}
     assert found["journal mode"].status == OK, found["journal mode"].message
