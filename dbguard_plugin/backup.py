@@ -34,6 +34,7 @@ from dbguard_plugin.sqlite_facts import check, read_facts
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CHUNK = 1 << 20
+_FLUSH_BYTES = 8 << 20
 COMPRESSIONS = ("none", "gzip", "zstd")
 _SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 
@@ -185,15 +186,25 @@ def _copy_snapshot(
                 f"({need / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); "
                 "free space or set backup_dir to a larger disk"
             )
+        # Flush the copy as it grows: one fsync of the whole copy at the end made the
+        # bot's own commit fsyncs queue behind it for hundreds of milliseconds. This
+        # descriptor is closed only after SQLite's own (a close would drop its locks).
+        flush_fd = os.open(dest, os.O_RDWR)
         dst = sqlite3.connect(str(dest), isolation_level=None)
         try:
             dst.execute("PRAGMA journal_mode=OFF")  # a scratch copy: we verify it ourselves
             dst.execute("PRAGMA synchronous=OFF")
+            flushed = [0]
+            every = max(1, _FLUSH_BYTES // page_size)
 
             def step(_status: int, remaining: int, total: int) -> None:
                 reach("backup:copying")
+                done = total - remaining
+                if done - flushed[0] >= every:
+                    _datasync(flush_fd)
+                    flushed[0] = done
                 if progress is not None:
-                    progress(total - remaining, total)
+                    progress(done, total)
 
             src.backup(dst, pages=max(1, settings.step_pages), progress=step, sleep=0)
             src.execute("COMMIT")
@@ -201,11 +212,16 @@ def _copy_snapshot(
             dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
+            os.close(flush_fd)
     except sqlite3.Error as exc:
         raise BackupError(f"{source}: backup failed: {exc}") from None
     finally:
         src.close()
     return journal_mode
+
+
+def _datasync(fd: int) -> None:
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def _check_copy(path: Path, journal_mode: str, location: DatabaseLocation) -> Any:

@@ -334,7 +334,8 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool) -> None:
     validate_id(backup_id)
     guard = open_guard()
     manifest = guard.catalog.get(backup_id)
-    changes = engine.preview(guard, manifest)
+    # The full diff (rows lost per table) is what a person confirms; --yes skips that scan.
+    changes = engine.preview(guard, manifest, rows_lost=preview or not yes)
     if preview or not _options().json:
         emit({"backup": manifest.as_dict(), "preview": changes.as_dict()},
              f"restore {manifest.id} ({manifest.reason}, {manifest.created}) into "

@@ -38,7 +38,8 @@ class TableChange:
     table: str
     rows_now: int | None
     rows_backup: int | None
-    missing_from_backup: int
+    #: None when not counted (rows_lost=False)
+    missing_from_backup: int | None
 
     def as_dict(self) -> dict[str, Any]:
         return {"table": self.table, "rows_now": self.rows_now,
@@ -97,7 +98,7 @@ class Preview:
         for t in self.tables:
             lines.append(
                 f"{t.table:<28} {_n(t.rows_now):>10} {_n(t.rows_backup):>10} "
-                f"{t.missing_from_backup:>8}"
+                f"{_n(t.missing_from_backup):>8}"
             )
         lines += [f"! {w}" for w in self.warnings()]
         return "\n".join(lines)
@@ -119,8 +120,13 @@ def _ids(ids: list[str]) -> str:
 def compute(
     live: Path, backup: Path,
     open_orders: OpenRule = DEFAULT_OPEN_ORDERS, open_trades: OpenRule = DEFAULT_OPEN_TRADES,
+    *, rows_lost: bool = True,
 ) -> Preview:
-    """Compare the live database with a plain SQLite backup file, read-only."""
+    """Compare the live database with a plain SQLite backup file, read-only.
+
+    ``rows_lost=False`` skips counting lost rows by primary key (a scan of every table,
+    most of a preview's time) and keeps the open-position check the engine needs.
+    """
     if not live.exists():
         conn = sqlite3.connect(":memory:")
         now_tables: list[str] = []
@@ -136,9 +142,9 @@ def compute(
         for name in sorted(set(now_tables) | set(backup_tables)):
             now = _count(conn, "main", name) if name in now_tables else None
             then = _count(conn, "b", name) if name in backup_tables else None
-            missing = now or 0
+            missing: int | None = now or 0
             if now and then is not None:
-                missing = _missing(conn, name)
+                missing = _missing(conn, name) if rows_lost else None
             changes.append(TableChange(name, now, then, missing))
         orders_lost, orders_back = _open_diff(conn, open_orders, now_tables, backup_tables)
         trades_lost, trades_back = _open_diff(conn, open_trades, now_tables, backup_tables)
