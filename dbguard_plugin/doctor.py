@@ -55,8 +55,8 @@ def _journal_mode(guard: Guard) -> Finding:
     size_gib = path.stat().st_size / 2**30
     return Finding(
         "journal mode", WARN,
-        f"{mode}: a backup blocks the bot's writes for the whole copy (about 2 s per GiB measured here; "
-        f"this database is {size_gib:.2f} GiB). Switch to WAL with the bot stopped: "
+        f"{mode}: a backup blocks the bot's writes for the whole copy (about 2 s per GiB "
+        f"measured here; this database is {size_gib:.2f} GiB). Switch to WAL with the bot stopped: "
         f"sqlite3 '{path}' 'PRAGMA journal_mode=WAL' (freqtrade sets WAL itself on start)",
     )
 
