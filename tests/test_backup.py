@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import zstandard
 from click.testing import CliRunner
-from conftest import sqlite_url_for
+from sqlite_urls import sqlite_url_for
 
 from dbguard_plugin import __version__
 from dbguard_plugin.backup import BackupSettings, create_backup

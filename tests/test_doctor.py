@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import sqlite_url_for
+from sqlite_urls import sqlite_url_for
 
 from dbguard_plugin.config import Config
 from dbguard_plugin.doctor import FAIL, OK, WARN, diagnose
