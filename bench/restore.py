@@ -118,8 +118,7 @@ STEPS: tuple[tuple[str, Any, str], ...] = (
     ("safety backup/quick_check", backup_module, "check"),
     ("safety backup/facts", backup_module, "read_facts"),
     ("safety backup/row counts", sqlite_facts, "row_counts"),
-    ("safety backup/fsync", backup_module, "_fsync_file"),
-    ("safety backup/sha256", backup_module, "file_digest"),
+    ("safety backup/fsync + sha256 (beside quick_check)", backup_module, "_flush_and_digest"),
     ("write_into", restore_module, "write_into"),
     ("post_check", restore_module, "post_check"),
     ("post_check/integrity_check", restore_module, "check"),
@@ -130,8 +129,8 @@ STEP_ORDER = (
     "verify", "verify/sha256", "verify/integrity_check", "verify/other",
     "preview",
     "safety backup", "safety backup/copy", "safety backup/quick_check",
-    "safety backup/facts", "safety backup/row counts", "safety backup/fsync",
-    "safety backup/sha256", "safety backup/other",
+    "safety backup/facts", "safety backup/row counts",
+    "safety backup/fsync + sha256 (beside quick_check)", "safety backup/other",
     "write_into", "write_into/copy + commit", "write_into/checkpoint + close",
     "post_check", "post_check/integrity_check", "post_check/row counts", "post_check/other",
     "other",
@@ -267,7 +266,8 @@ class StepTimer:
         parents = {label.split("/", 1)[0] for label in steps if "/" in label}
         for parent in parents:
             if parent in steps:
-                parts = sum(v for k, v in steps.items() if k.startswith(parent + "/"))
+                parts = sum(v for k, v in steps.items()
+                            if k.startswith(parent + "/") and "(beside" not in k)
                 steps[f"{parent}/other"] = steps[parent] - parts
         steps["other"] = total - sum(v for k, v in steps.items() if "/" not in k)
         self.current, self.spans, self.last_progress = {}, {}, math.nan

@@ -1,11 +1,12 @@
 """Verified hot backups of a live SQLite database.
 
-The copy is SQLite's backup API stepped inside ONE read transaction on the source: the
-snapshot is fixed when the transaction starts, so writers never restart it (a stepped
-backup without that transaction restarts on every write and never finishes under a live
-bot) and in WAL mode they are never blocked. The copy goes to a ``.tmp-`` name in the
-catalog, is checked, fsynced and hashed, and only then renamed into place; its manifest
-comes last. See DESIGN.md, "SQLite facts".
+The copy is taken inside ONE read transaction on the source: the snapshot is fixed when
+the transaction starts, so writers never restart it (a stepped backup without that
+transaction restarts on every write and never finishes under a live bot) and in WAL mode
+they are never blocked. By default the files themselves are copied under that snapshot
+(snapshot.py); SQLite's backup API, several times slower, is the fallback. The copy goes
+to a ``.tmp-`` name in the catalog, is checked, fsynced and hashed, and only then renamed
+into place; its manifest comes last. See DESIGN.md, "SQLite facts".
 """
 
 from __future__ import annotations
@@ -13,24 +14,30 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import logging
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbguard_plugin import __version__
+from dbguard_plugin import __version__, snapshot
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError
 from dbguard_plugin.files import fsync_dir, open_private, replace, write_atomic
 from dbguard_plugin.location import DatabaseLocation
 from dbguard_plugin.manifest import REASONS, Manifest
-from dbguard_plugin.sqlite_facts import check, read_facts
+from dbguard_plugin.sqlite_facts import SqliteFacts, check, read_facts
+
+log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CHUNK = 1 << 20
@@ -76,7 +83,10 @@ def sqlite_uri(path: Path, mode: str) -> str:
 class BackupSettings:
     compression: str = "none"
     #: Pages per backup step: bounds memory and sets how often progress is reported.
-    step_pages: int = 1024
+    step_pages: int = 2048
+    #: "snapshot" copies the files under a pinned read snapshot (snapshot.py) and falls
+    #: back to "backup-api", SQLite's page-by-page backup, where that cannot be done.
+    method: str = "snapshot"
     busy_timeout: float = 30.0
 
 
@@ -90,8 +100,13 @@ def create_backup(
     trading_state: dict[str, Any] | None = None,
     progress: Progress | None = None,
     note: str = "",
+    keep_damaged: bool = False,
 ) -> Manifest:
-    """Take a consistent, verified backup of the live database into *catalog*."""
+    """Take a consistent, verified backup of the live database into *catalog*.
+
+    With *keep_damaged* a copy that fails its check is kept anyway, as found, with
+    ``verified: false`` (a restore over a damaged database keeps the damaged one this way).
+    """
     settings = settings or BackupSettings()
     if reason not in REASONS:
         raise ConfigError(f"backup reason {reason!r} is not one of {', '.join(REASONS)}")
@@ -107,12 +122,17 @@ def create_backup(
         raw_tmp = catalog.directory / f"{TMP_PREFIX}{backup_id}.sqlite"
         leftovers = [raw_tmp]
         try:
-            journal_mode = _copy_snapshot(source, raw_tmp, catalog.directory, settings, progress)
+            journal_mode, method = _copy_snapshot(
+                source, raw_tmp, catalog.directory, settings, progress
+            )
             reach("backup:copied")
-            facts = _check_copy(raw_tmp, journal_mode, location)
-            reach("backup:checked")
-            _fsync_file(raw_tmp)
-            raw_size, raw_sha = file_digest(raw_tmp)
+            # Both read the copy from the page cache; SQLite and hashlib release the GIL,
+            # so the check and the flush-and-hash overlap.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                digest = pool.submit(_flush_and_digest, raw_tmp)
+                facts, damage = _check_copy(raw_tmp, journal_mode, location, keep_damaged)
+                reach("backup:checked")
+                raw_size, raw_sha = digest.result()
             reach("backup:hashed")
             stored_tmp = raw_tmp
             size, sha = raw_size, raw_sha
@@ -151,7 +171,9 @@ def create_backup(
                 profile=profile,
                 trading_state=trading_state or {},
                 duration_s=round(time.monotonic() - clock, 3),
-                note=note,
+                copy_method=method,
+                verified=not damage,
+                note=f"{note} (damaged: {damage})".strip() if damage else note,
             )
             write_atomic(catalog.manifest_path(backup_id), manifest.to_json(), fsync=True)
             reach("backup:manifested")
@@ -166,9 +188,79 @@ def create_backup(
 def _copy_snapshot(
     source: Path, dest: Path, directory: Path, settings: BackupSettings,
     progress: Progress | None,
-) -> str:
-    """Copy one consistent snapshot of *source* to *dest*; return the source journal mode."""
+) -> tuple[str, str]:
+    """Copy one consistent snapshot of *source* to *dest*: (journal mode, copy method)."""
     os.close(open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL))  # 0600 before SQLite
+    if settings.method == "snapshot":
+        mode = _copy_in_child(source, dest, settings, progress)
+        if mode is not None:
+            return mode, "snapshot"
+        os.truncate(dest, 0)
+    return _copy_with_backup_api(source, dest, directory, settings, progress), "backup-api"
+
+
+def _copy_in_child(
+    source: Path, dest: Path, settings: BackupSettings, progress: Progress | None
+) -> str | None:
+    """The file-level snapshot copy (see snapshot.py); None when the backup API must do it."""
+    script = Path(snapshot.__file__)
+    if not script.is_file():
+        return None
+    cmd = [sys.executable, "-I", "-S", str(script), sqlite_uri(source, "rw"), str(source),
+           str(dest), repr(settings.busy_timeout), str(max(1, settings.step_pages))]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, bufsize=1)
+    except OSError as exc:
+        log.info("snapshot copy unavailable (%s); using the backup API", exc)
+        return None
+    outcome: list[str] = []
+    with proc:
+        try:
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            for line in proc.stdout:
+                kind, *fields = line.split(" ", 1)
+                if kind == "progress":
+                    reach("backup:copying")
+                    done, total = (int(n) for n in fields[0].split())
+                    if progress is not None:
+                        progress(done, total)
+                    proc.stdin.write("go\n")
+                else:
+                    outcome = [kind.strip(), *(f.strip() for f in fields)]
+            errors = proc.stderr.read().strip()
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            raise
+    if code == 0 and outcome[:1] == ["done"]:
+        return outcome[1]
+    if outcome[:1] == ["unavailable"]:
+        log.info("snapshot copy unavailable (%s); using the backup API", outcome[1:])
+        return None
+    if outcome[:1] == ["nospace"]:
+        need, free = (int(n) for n in outcome[1].split())
+        raise BackupError(_no_space(dest.parent, source, need, free))
+    # One line for the operator: the child's last line (a traceback's last line too).
+    last = errors.splitlines()[-1] if errors else f"copy process exited with {code}"
+    raise BackupError(f"{source}: backup failed: {last}")
+
+
+def _no_space(directory: Path, source: Path, size: int, free: int) -> str:
+    need = size + (size >> 4) + (16 << 20)  # the same margin the check uses
+    return (f"{directory}: not enough free space for a backup of {source} "
+            f"({need / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); a backup needs "
+            f"the database's size ({size / 2**20:.1f} MiB) plus 1/16 plus 16 MiB: "
+            "free space or set backup_dir to a larger disk")
+
+
+def _copy_with_backup_api(
+    source: Path, dest: Path, directory: Path, settings: BackupSettings,
+    progress: Progress | None,
+) -> str:
+    """SQLite's backup API stepped inside one read transaction (the portable fallback)."""
     src = sqlite3.connect(
         sqlite_uri(source, "rw"), uri=True, timeout=settings.busy_timeout, isolation_level=None
     )
@@ -181,11 +273,7 @@ def _copy_snapshot(
         need = page_size * page_count
         free = shutil.disk_usage(directory).free
         if free < need + (need >> 4) + (16 << 20):
-            raise BackupError(
-                f"{directory}: not enough free space for a backup of {source} "
-                f"({need / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); "
-                "free space or set backup_dir to a larger disk"
-            )
+            raise BackupError(_no_space(directory, source, need, free))
         # Flush the copy as it grows: one fsync of the whole copy at the end made the
         # bot's own commit fsyncs queue behind it for hundreds of milliseconds. This
         # descriptor is closed only after SQLite's own (a close would drop its locks).
@@ -224,28 +312,41 @@ def _datasync(fd: int) -> None:
     getattr(os, "fdatasync", os.fsync)(fd)
 
 
-def _check_copy(path: Path, journal_mode: str, location: DatabaseLocation) -> Any:
+def _check_copy(
+    path: Path, journal_mode: str, location: DatabaseLocation, keep_damaged: bool = False
+) -> tuple[SqliteFacts, str]:
+    """The copy's facts, and "" or (with *keep_damaged*) what is wrong with it."""
     with open(path, "rb") as fh:
         if fh.read(16) != SQLITE_MAGIC:
             raise VerificationError(f"{path}: the copy is not a SQLite database")
     conn = sqlite3.connect(sqlite_uri(path, "ro"), uri=True)
     try:
-        problems = check(conn, "quick_check")
+        try:
+            problems = check(conn, "quick_check")
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
         if problems:
-            raise VerificationError(
-                f"backup of {location.redacted} failed quick_check: {'; '.join(problems[:5])}"
-            )
-        return read_facts(conn, journal_mode)
+            damage = "; ".join(problems[:5])
+            if not keep_damaged:
+                raise VerificationError(
+                    f"backup of {location.redacted} failed quick_check: {damage}"
+                )
+            try:
+                return read_facts(conn, journal_mode), damage
+            except sqlite3.DatabaseError:
+                return SqliteFacts(0, 0, journal_mode, 0, "", {}), damage
+        return read_facts(conn, journal_mode), ""
     finally:
         conn.close()
 
 
-def _fsync_file(path: Path) -> None:
+def _flush_and_digest(path: Path) -> tuple[int, str]:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return file_digest(path)
 
 
 def file_digest(path: Path) -> tuple[int, str]:

@@ -52,6 +52,9 @@ class Manifest:
     profile: str = ""
     trading_state: dict[str, Any] = field(default_factory=dict)
     duration_s: float = 0.0
+    #: How the copy was taken: "snapshot" (files under a pinned read snapshot) or
+    #: "backup-api" (SQLite's backup API, the fallback).
+    copy_method: str = ""
     verified: bool = True
     check: str = "quick_check"
     note: str = ""
