@@ -14,14 +14,25 @@ import contextlib
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import portalocker
 
 from dbguard_plugin.errors import UnsafePathError
 from dbguard_plugin.files import open_private, private_dir
-from dbguard_plugin.status import HolderStatus, read_holders, remove_stale
+from dbguard_plugin.status import (
+    HolderStatus,
+    StatusPublisher,
+    read_holders,
+    remove_stale,
+    status_path,
+)
+
+if TYPE_CHECKING:
+    from dbguard_plugin.location import DatabaseLocation
 
 _SHARED = portalocker.LockFlags.SHARED | portalocker.LockFlags.NON_BLOCKING
 _EXCLUSIVE = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
@@ -191,7 +202,20 @@ class Lease:
             remove_stale(self.holders_dir)
         return LeaseView(orders_free, session_free, holders)
 
+    def publisher(self, role: str, render: Callable[[], dict[str, Any]]) -> StatusPublisher:
+        """Where this process explains its hold: a status file in ``holders/``."""
+        return StatusPublisher(status_path(self.holders_dir, role), render)
+
     def close(self) -> None:
         self.release_orders()
         self.release_session()
         self.release_exclusive()
+
+
+def open_lease(location: DatabaseLocation) -> Lease:
+    """The lease of *location*: lock files for SQLite, the server's own locks otherwise."""
+    if location.sqlite_path is None:
+        from dbguard_plugin.servers.lease import ServerLease
+
+        return ServerLease(location)
+    return Lease(location.state_dir)

@@ -31,6 +31,10 @@ def verify_backup(
     catalog: Catalog, manifest: Manifest, level: str = "integrity_check"
 ) -> VerifyResult:
     """Recompute the sha256 and run *level* on the SQLite file; never raises for a bad file."""
+    if manifest.backend in ("postgresql", "mariadb"):  # a server dump: its tool's own check
+        from dbguard_plugin.servers.verify import verify_server_backup
+
+        return verify_server_backup(catalog, manifest)
     try:
         path = catalog.data_path(manifest)
     except UnsafePathError as exc:

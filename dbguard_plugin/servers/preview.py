@@ -1,0 +1,32 @@
+"""What restoring a server backup would change: rows per table, read-only.
+
+The SQLite preview opens the backup as a database to find the open orders and trades it
+lacks; a server archive cannot be queried in place, so this preview compares the live
+row counts with the manifest's, after verifying the backup.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dbguard_plugin.errors import VerificationError
+from dbguard_plugin.manifest import Manifest
+from dbguard_plugin.preview import Preview, TableChange
+from dbguard_plugin.servers import dialect_for
+from dbguard_plugin.servers.verify import verify_server_backup
+
+if TYPE_CHECKING:
+    from dbguard_plugin.guard import Guard
+
+
+def server_preview(guard: Guard, manifest: Manifest) -> Preview:
+    result = verify_server_backup(guard.catalog, manifest)
+    if not result.ok:
+        guard.catalog.record_verification(manifest, False)
+        raise VerificationError(f"backup {manifest.id} failed verification; nothing was "
+                                "changed: " + "; ".join(result.problems))
+    live = dialect_for(guard.location).live_facts().tables
+    return Preview(tables=[
+        TableChange(name, live.get(name), manifest.tables.get(name), None)
+        for name in sorted(set(live) | set(manifest.tables))
+    ])

@@ -1,0 +1,185 @@
+"""Server fixtures: each test gets its own database on the real local servers.
+
+``server_url`` (parametrized over PostgreSQL and MariaDB), ``pg_url`` and
+``mariadb_url`` create ``dbguard_t_<random>`` on the server and drop it afterwards,
+with every connection to it. Where a server, its client tools or its driver is
+missing the test is skipped with the reason, unless ``DBGUARD_REQUIRE_SERVERS=1``
+(set by ``.ci/run``), which makes it fail instead.
+
+Admin URLs: ``DBGUARD_TEST_POSTGRESQL_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``) and ``DBGUARD_TEST_MARIADB_URL``
+(default ``mariadb://root@127.0.0.1:3306/test``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import URL, make_url
+
+REQUIRE_ENV = "DBGUARD_REQUIRE_SERVERS"
+ADMIN_URLS = {
+    "postgresql": os.environ.get("DBGUARD_TEST_POSTGRESQL_URL",
+                                 "postgresql://postgres@127.0.0.1:5432/test"),
+    "mariadb": os.environ.get("DBGUARD_TEST_MARIADB_URL",
+                              "mariadb://root@127.0.0.1:3306/test"),
+}
+TOOLS = {"postgresql": ("pg_dump", "pg_restore", "psql"),
+         "mariadb": ("mariadb-dump", "mariadb")}
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test with *reason*, or fail it when CI requires the servers."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_ENV}=1: server tests must run here)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def admin_connect(kind: str, url: URL, database: str | None = None) -> Any:
+    """A driver connection as the admin user, or skip-or-fail with the reason."""
+    try:
+        if kind == "postgresql":
+            import psycopg
+
+            return psycopg.connect(
+                host=url.host, port=url.port or 5432, user=url.username,
+                password=url.password, dbname=database or url.database, autocommit=True,
+                connect_timeout=5,
+            )
+        import pymysql
+
+        return pymysql.connect(host=url.host, port=url.port or 3306, user=url.username,
+                               password=url.password or "", database=database or url.database,
+                               autocommit=True, connect_timeout=5)
+    except ImportError as exc:
+        unavailable(f"the {kind} driver is not installed ({exc}); "
+                    f"pip install 'dbguard-plugin[{kind}]'")
+    except Exception as exc:
+        unavailable(f"no {kind} server at {url.render_as_string(hide_password=True)} ({exc})")
+    raise AssertionError("unreachable")
+
+
+def execute(conn: Any, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall()) if cur.description else []
+
+
+class ServerDb:
+    """One test's database: its URL (dbguard's view) and admin connections to it."""
+
+    def __init__(self, kind: str, admin: URL, name: str) -> None:
+        self.kind = kind
+        self.admin = admin
+        self.name = name
+        driver = "postgresql+psycopg" if kind == "postgresql" else "mariadb+pymysql"
+        self.url_obj = admin.set(drivername=driver, database=name)
+        self.url = self.url_obj.render_as_string(hide_password=False)
+        self._conns: list[Any] = []
+
+    def with_user(self, user: str, password: str) -> str:
+        return self.url_obj.set(username=user, password=password).render_as_string(
+            hide_password=False)
+
+    def connect(self) -> Any:
+        conn = admin_connect(self.kind, self.admin, self.name)
+        self._conns.append(conn)
+        return conn
+
+    def run(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        conn = self.connect()
+        try:
+            return execute(conn, sql, args)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def _create(kind: str) -> ServerDb:
+    for tool in TOOLS[kind]:
+        if shutil.which(tool) is None:
+            unavailable(f"{tool} is not installed")
+    admin = make_url(ADMIN_URLS[kind])
+    name = f"dbguard_t_{secrets.token_hex(5)}"
+    conn = admin_connect(kind, admin)
+    try:
+        execute(conn, f"CREATE DATABASE {name}")
+    finally:
+        conn.close()
+    return ServerDb(kind, admin, name)
+
+
+def _drop(db: ServerDb) -> None:
+    db.close()
+    conn = admin_connect(db.kind, db.admin)
+    try:
+        if db.kind == "postgresql":
+            execute(conn, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
+        else:
+            for (name,) in execute(conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+                                   " WHERE SCHEMA_NAME LIKE 'dbguard\\_r\\_%'"):
+                execute(conn, f"DROP DATABASE IF EXISTS `{name}`")  # a failed test's scratch
+            execute(conn, f"DROP DATABASE IF EXISTS {db.name}")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def make_server_db() -> Iterator[Callable[[str], ServerDb]]:
+    made: list[ServerDb] = []
+
+    def make(kind: str) -> ServerDb:
+        db = _create(kind)
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        _drop(db)
+
+
+@pytest.fixture(params=["postgresql", "mariadb"])
+def server_db(request: pytest.FixtureRequest,
+              make_server_db: Callable[[str], ServerDb]) -> ServerDb:
+    return make_server_db(request.param)
+
+
+@pytest.fixture
+def pg_db(make_server_db: Callable[[str], ServerDb]) -> ServerDb:
+    return make_server_db("postgresql")
+
+
+@pytest.fixture
+def mariadb_db(make_server_db: Callable[[str], ServerDb]) -> ServerDb:
+    return make_server_db("mariadb")
+
+
+@pytest.fixture
+def server_guards() -> Iterator[Callable[..., Any]]:
+    """Guards on server URLs in this process; closed (connections and locks) at teardown."""
+    from dbguard_plugin import Guard
+
+    guards: list[Guard] = []
+
+    def make(url: str, **settings: Any) -> Guard:
+        from dbguard_plugin.config import Config
+
+        config = Config.from_mapping(settings) if settings else None
+        guard = Guard(config, db_url=url)
+        guards.append(guard)
+        return guard
+
+    yield make
+    for guard in guards:
+        guard.close()
