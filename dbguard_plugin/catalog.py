@@ -41,8 +41,12 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 TMP_PREFIX = ".tmp-"
 _LOCK_NAME = ".catalog.lock"
 _MARKER = ".dbguard-catalog.json"
-#: The names dbguard gives backup data files: <id>.sqlite[.gz|.zst]
-_DATA = re.compile(r"^(\d{8}T\d{9}Z-[a-z-]+(?:-\d+)?)\.sqlite(?:\.gz|\.zst)?$")
+#: The names dbguard gives backup data files: <id>.sqlite[.gz|.zst], and for server
+#: databases <id>.pgdump (PostgreSQL) or <id>.sql[.gz|.zst] (MariaDB/MySQL)
+_DATA = re.compile(
+    r"^(\d{8}T\d{9}Z-[a-z-]+(?:-\d+)?)\.(?:sqlite|sql|pgdump)(?:\.gz|\.zst)?$")
+#: The data file's base suffix by backend (anything else is a SQLite backup)
+_BASE = {"postgresql": ".pgdump", "mariadb": ".sql"}
 #: Scratch copies a verify or restore is reading: .tmp-read-<pid>-...
 _READER = re.compile(r"^\.tmp-read-(\d+)-")
 
@@ -65,7 +69,7 @@ def validate_id(backup_id: str) -> str:
 def expected_file(manifest: Manifest) -> str:
     """The only data file name a manifest may name: its id plus the compression's suffix."""
     suffix = {"none": "", "gzip": ".gz", "zstd": ".zst"}.get(manifest.compression, "?")
-    return f"{manifest.id}.sqlite{suffix}"
+    return f"{manifest.id}{_BASE.get(manifest.backend, '.sqlite')}{suffix}"
 
 
 class Catalog:
@@ -117,8 +121,41 @@ class Catalog:
         self._prepared = True
 
     def adopt(self, identity: str) -> None:
-        """Record that this catalog now belongs to *identity* (the database moved)."""
-        write_json_atomic(self.directory / _MARKER, {"database": identity})
+        """Record that this catalog now belongs to *identity* (the database moved); the
+        identities it had before stay listed, so its older backups still count as this
+        database's (see :meth:`former_identities`)."""
+        former = self.former_identities()
+        try:
+            owner = json.loads((self.directory / _MARKER).read_text(encoding="utf-8"))
+            if isinstance(owner, dict) and isinstance(owner.get("database"), str):
+                former.append(owner["database"])
+        except (OSError, ValueError):
+            pass
+        former = [f for f in dict.fromkeys(former) if f != identity]
+        write_json_atomic(self.directory / _MARKER, {"database": identity, "formerly": former})
+
+    def former_identities(self) -> list[str]:
+        """The databases this catalog belonged to before moves, oldest first."""
+        try:
+            owner = json.loads((self.directory / _MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        former = owner.get("formerly", []) if isinstance(owner, dict) else []
+        return [f for f in former if isinstance(f, str)] if isinstance(former, list) else []
+
+    def belongs_here(self, source: str) -> bool:
+        """True when a backup whose manifest names *source* (a redacted URL) was taken of
+        this catalog's database, now or before a move; unknown sources count as here."""
+        if not source or self.identity is None:
+            return True
+        from dbguard_plugin.location import locate
+
+        try:
+            path = locate(source).sqlite_path
+        except Exception:  # a source this version cannot parse: compare the text
+            path = None
+        name = str(path) if path is not None else source
+        return name in (self.identity, *self.former_identities())
 
     @contextlib.contextmanager
     def locked(self, timeout: float = 60.0) -> Iterator[None]:
@@ -151,7 +188,7 @@ class Catalog:
         base = f"{stamp}-{reason}"
         candidate, n = base, 1
         while (self.directory / f"{candidate}.json").exists() or any(
-            self.directory.glob(f"{candidate}.sqlite*")
+            self.directory.glob(f"{candidate}.*")
         ):
             n += 1
             candidate = f"{base}-{n}"

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -32,6 +33,7 @@ class Options:
     def __init__(self) -> None:
         self.config: str | None = None
         self.db: str | None = None
+        self.profile: str | None = None
         self.json = False
 
 
@@ -51,7 +53,7 @@ def _verbose(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
 
 
 def common(func: F) -> F:
-    """Add --config, --db, --json and -v to a command."""
+    """Add --config, --db, --profile, --json and -v to a command."""
     func = click.option(
         "-v", "--verbose", is_flag=True, expose_value=False, callback=_verbose,
         help="Log what dbguard does to stderr.",
@@ -59,6 +61,10 @@ def common(func: F) -> F:
     func = click.option(
         "--json", "as_json", is_flag=True, default=None, expose_value=False,
         callback=_set("json"), help="Print machine-readable JSON.",
+    )(func)
+    func = click.option(
+        "--profile", metavar="NAME", expose_value=False, callback=_set("profile"),
+        help="Environment profile to use instead of the active one (see 'dbguard profile').",
     )(func)
     func = click.option(
         "--db", metavar="URL", expose_value=False, callback=_set("db"),
@@ -71,6 +77,10 @@ def common(func: F) -> F:
         "(env DBGUARD_CONFIG).",
     )(func)
     return func
+
+
+#: The databases open_guard() opened in this process (redacted): errors name the last one.
+_OPENED: list[str] = []
 
 
 def handle_errors(func: F) -> F:
@@ -86,6 +96,14 @@ def handle_errors(func: F) -> F:
             _fail(DbGuardError(f"{where}{exc.strerror or exc}"))
         except DbGuardError as exc:
             _fail(exc)
+        except sqlite3.DatabaseError as exc:
+            # A database SQLite cannot read (damaged beyond quick_check): name it and say
+            # what to do, never a traceback.
+            db = _OPENED[-1] if _OPENED else _options().db or config_path() or "database"
+            _fail(DbGuardError(
+                f"{db}: SQLite cannot read it ({exc}); see the runbook, 'Corrupt database': "
+                "stop the bot, move the damaged file aside, then 'dbguard restore ID --yes'"
+            ))
 
     return wrapper  # type: ignore[return-value]
 
@@ -119,19 +137,30 @@ def open_guard(recover: bool = True) -> Any:
     opts = _options()
     path = config_path()
     db = opts.db or os.environ.get("DBGUARD_DB")
-    if path is None and db is None:
+    guard = Guard.from_config(path, db_url=db, profile=opts.profile) \
+        if path is not None or db is not None or _profile_database(opts.profile) else None
+    if guard is None:
         raise ConfigError(
             "no database given: use --db URL (e.g. --db sqlite:////path/tradesv3.sqlite) "
             "or --config PATH to the bot's config file"
         )
-    guard = Guard.from_config(path, db_url=db)
+    _OPENED.append(guard.location.redacted)
     if recover:
         said = guard.recover()
         for sentence in said:
             click.echo(f"dbguard: recovered: {sentence}", err=True)
         if said:  # a finished move may have changed the configuration itself
-            guard = Guard.from_config(path, db_url=db)
+            guard = Guard.from_config(path, db_url=db, profile=opts.profile)
     return guard
+
+
+def _profile_database(name: str | None) -> bool:
+    """True when the selected (or active) profile names its own database."""
+    from dbguard_plugin.profile_store import ProfileStore
+
+    store = ProfileStore.locate(None)
+    profile = store.get(name) if name is not None else store.active()
+    return profile is not None and profile.db_url is not None
 
 
 def confirm(question: str, yes: bool) -> None:
@@ -170,7 +199,7 @@ def cli() -> None:
 def status() -> None:
     """Show the lease, who holds it and why, and this configuration."""
     guard = open_guard()
-    data = guard.status()
+    data = {**guard.status(), "profile": guard.config.profile or None}
     emit(data, _render_status(data))
 
 
@@ -319,9 +348,13 @@ def doctor() -> None:
               help="Override an active session, plugin vetoes and dropping open positions "
               "(recorded in the audit log; never orders in flight).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--from-profile", metavar="NAME",
+              help="Restore a backup taken in profile NAME, from its catalog (into a "
+              "production profile a development or testing backup needs --force too).")
 @common
 @handle_errors
-def restore(backup_id: str, preview: bool, force: bool, yes: bool) -> None:
+def restore(backup_id: str, preview: bool, force: bool, yes: bool,
+            from_profile: str | None) -> None:
     """Restore backup ID into the live database: verified, atomic, with a safety backup.
 
     Exit 3 when vetoed (orders in flight, an active session, open positions the backup
@@ -333,7 +366,7 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool) -> None:
 
     validate_id(backup_id)
     guard = open_guard()
-    manifest = guard.catalog.get(backup_id)
+    manifest, source_env = _restore_source(guard, backup_id, from_profile, force)
     # The full diff (rows lost per table) is what a person confirms; --yes skips that scan.
     changes = engine.preview(guard, manifest, rows_lost=preview or not yes)
     if preview or not _options().json:
@@ -351,10 +384,43 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool) -> None:
                           "nothing was changed. Use --force to restore anyway")
     confirm(f"Restore {manifest.id} into {guard.location.redacted}?", yes)
     with LazyBar("restoring", enabled=not _options().json) as bar:
-        outcome = engine.restore(guard, manifest.id, force=force, progress=bar)
+        outcome = engine.restore(guard, manifest.id, force=force, progress=bar,
+                                 from_profile=from_profile, from_environment=source_env)
     emit(outcome.as_dict(),
          f"restored {outcome.backup_id} in {outcome.duration_s:.2f} s; "
          f"'dbguard rollback' puts back safety backup {outcome.safety_id or '(none)'}")
+
+
+def _restore_source(guard: Any, backup_id: str, from_profile: str | None,
+                    force: bool) -> tuple[Any, str]:
+    """The backup to restore and its profile's environment: with --from-profile, brought
+    from that profile's catalog; refused early when it belongs to another profile."""
+    from dbguard_plugin import restore as engine
+    from dbguard_plugin.catalog import BackupNotFound
+    from dbguard_plugin.errors import VetoedError
+    from dbguard_plugin.profile_store import ProfileStore, fetch_backup
+    from dbguard_plugin.verdict import Verdict
+
+    store = ProfileStore.locate(config_path())
+    db = _options().db or os.environ.get("DBGUARD_DB")
+    if from_profile is None:
+        try:
+            return guard.catalog.get(backup_id), ""
+        except BackupNotFound:
+            holder = store.holder_of(backup_id, db)
+            if holder is None:
+                raise
+            also = " and --force" if guard.config.environment == "production" and \
+                store.get(holder).environment != "production" else ""
+            raise ConfigError(f"backup {backup_id} is in the catalog of profile {holder}, not "
+                              f"of {guard.config.profile or 'this database'}; restoring it "
+                              f"here needs --from-profile {holder}{also}") from None
+    manifest, environment = store.peek_backup(backup_id, from_profile, db)
+    reason = engine.profile_reason(guard, manifest, from_profile, environment)
+    if reason is not None and not force:  # nothing is copied or changed for a refusal
+        raise VetoedError(Verdict(Operation.RESTORE, (reason,)),
+                          f"restore: vetoed\n  - {reason.message}; nothing was changed")
+    return fetch_backup(store, guard, backup_id, from_profile, db)
 
 
 @cli.command()
@@ -432,7 +498,8 @@ def _render_status(data: dict[str, Any]) -> str:
     lease = data["lease"]
     lines = [
         f"database:    {data['database']}",
-        f"environment: {data['environment']}" + ("" if data["enabled"] else " (disabled)"),
+        f"environment: {data['environment']}" + ("" if data["enabled"] else " (disabled)")
+        + (f" (profile {data['profile']})" if data.get("profile") else ""),
         f"state dir:   {data['state_dir']}",
         f"orders lock: {lease['orders']}",
         f"session:     {lease['session']}",
@@ -453,3 +520,8 @@ def _render_status(data: dict[str, Any]) -> str:
 
 def main() -> None:
     cli(prog_name="dbguard")
+
+
+from dbguard_plugin.cli_profile import profile  # noqa: E402  (it builds on the helpers above)
+
+cli.add_command(profile)

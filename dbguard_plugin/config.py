@@ -60,6 +60,7 @@ class Config:
     backup_interval: float = 0.0
     require_backup_before_session: bool | None = None
     compression: str = "none"
+    backup_method: str = "snapshot"
     keep_last: int = 10
     keep_daily: int = 7
     keep_weekly: int = 4
@@ -68,6 +69,8 @@ class Config:
     restore_check: str = "integrity_check"
     open_orders: OpenRule = DEFAULT_OPEN_ORDERS
     open_trades: OpenRule = DEFAULT_OPEN_TRADES
+    #: The environment profile applied (see :mod:`dbguard_plugin.profiles`), or "".
+    profile: str = ""
     #: Where the settings came from, for error messages.
     source: str = field(default="defaults", compare=False)
 
@@ -139,7 +142,7 @@ class Config:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "settings") -> Config:
-        known = {f.name for f in fields(cls)} - {"source"}
+        known = {f.name for f in fields(cls)} - {"source", "profile"}
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
@@ -151,6 +154,63 @@ class Config:
                 )
             values[key] = _VALIDATORS[key](source, key, value)
         return cls(source=source, **values)
+
+
+def resolve(
+    path: str | Path | None = None, db_url: str | None = None, profile: str | None = None
+) -> Config:
+    """The settings for the bot config at *path*, with an environment profile applied.
+
+    *profile* names one; without it the profiles file's active profile applies. Without
+    a profiles file (and without *profile*) the settings are the config file's alone.
+    An explicit *db_url* for another database than the active profile's leaves the
+    profiles out; with an explicit *profile* it is an error.
+    """
+    from dbguard_plugin.profile_store import ProfileStore
+
+    config = Config.load(path) if path is not None else Config()
+    store = ProfileStore.locate(path)
+    chosen = store.get(profile) if profile is not None else store.active()
+    if chosen is None:
+        return config.with_db(db_url)
+    if chosen.db_url and db_url and chosen.db_url != db_url:
+        if profile is None:
+            return config.with_db(db_url)  # --db names another database: today's meaning
+        from dbguard_plugin.location import redact
+
+        raise ConfigError(
+            f"--db {redact(db_url)} is not the database of profile {chosen.name} "
+            f"({redact(chosen.db_url)}); drop --db, or change the profile with "
+            f"'dbguard profile update {chosen.name} --db-url URL'"
+        )
+    return apply_profile(config, chosen, db_url, store.path.parent)
+
+
+def apply_profile(
+    config: Config, profile: Any, db_url: str | None = None, base_dir: Path | None = None
+) -> Config:
+    """*config* with *profile*'s database, catalog, retention and rules laid over it."""
+    from dbguard_plugin.location import locate
+
+    url = profile.db_url or db_url or config.db_url
+    changes: dict[str, Any] = {
+        "db_url": url, "environment": profile.environment, "profile": profile.name,
+    }
+    if profile.strictness is not None:
+        changes["session_vetoes"] = profile.session_vetoes
+    for key in ("keep_last", "keep_daily", "keep_weekly", "require_backup_before_session"):
+        if getattr(profile, key) is not None:
+            changes[key] = getattr(profile, key)
+    if profile.catalog_dir:
+        catalog = Path(profile.catalog_dir).expanduser()
+        changes["backup_dir"] = str(catalog if catalog.is_absolute() or base_dir is None
+                                    else base_dir / catalog)
+    elif url and profile.name != "production":
+        # Each profile keeps its own catalog, also when profiles share one database.
+        default = Path(config.backup_dir) if config.backup_dir else \
+            locate(url, config.state_dir).state_dir / "backups"
+        changes["backup_dir"] = str(default.with_name(f"{default.name}-{profile.name}"))
+    return dataclasses.replace(config, **changes)
 
 
 def _parse_toml(file: Path, text: str) -> Any:
@@ -203,6 +263,12 @@ def _compression(source: str, key: str, value: Any) -> str:
             f"{source}: dbguard.{key} = 'zstd' needs the zstandard package: "
             "pip install 'dbguard-plugin[zstd]', or use gzip or none"
         )
+    return str(value)
+
+
+def _backup_method(source: str, key: str, value: Any) -> str:
+    if value not in ("snapshot", "backup-api"):
+        raise _bad(source, key, value, "one of snapshot, backup-api")
     return str(value)
 
 
@@ -276,6 +342,7 @@ _VALIDATORS: dict[str, Callable[[str, str, Any], Any]] = {
     "backup_interval": _interval,
     "require_backup_before_session": _optional_bool,
     "compression": _compression,
+    "backup_method": _backup_method,
     "keep_last": _count(1),
     "keep_daily": _count(0),
     "keep_weekly": _count(0),

@@ -26,15 +26,17 @@ from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.config import Config
 from dbguard_plugin.errors import ConfigError, DbGuardError, VetoedError
 from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo, parse_kind
-from dbguard_plugin.lease import Lease, LeaseView
+from dbguard_plugin.lease import Lease, LeaseView, open_lease
 from dbguard_plugin.location import DatabaseLocation, locate
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.plugins import load_plugins
 from dbguard_plugin.recovery import recover
-from dbguard_plugin.restore import last_replacement, read_generation
+from dbguard_plugin.restore import GENERATION, last_replacement, read_generation
 from dbguard_plugin.retention import Retention, prune
+from dbguard_plugin.servers import is_server
+from dbguard_plugin.servers.backup import create_backup as server_backup
 from dbguard_plugin.state import Snapshot, TradingState
-from dbguard_plugin.status import HOSTNAME, HolderStatus, StatusPublisher, status_path
+from dbguard_plugin.status import HOSTNAME, HolderStatus
 from dbguard_plugin.verdict import Reason, Verdict
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,8 @@ class Guard:
         self.location: DatabaseLocation = locate(config.db_url, config.state_dir)
         self.pm = plugin_manager or load_plugins()
         self.state = TradingState()
-        self.lease = Lease(self.location.state_dir)
-        self._publisher = StatusPublisher(
-            status_path(self.lease.holders_dir, "bot"), self._bot_status
-        )
+        self.lease: Lease = open_lease(self.location)
+        self._publisher = self.lease.publisher("bot", self._bot_status)
         self._lease_lock = threading.Lock()
         self._hook = self.pm.hook
         self.catalog = Catalog(
@@ -86,9 +86,12 @@ class Guard:
         self._generation = read_generation(self.location.state_dir)
 
     @classmethod
-    def from_config(cls, path: str | Path | None = None, db_url: str | None = None) -> Guard:
-        config = Config.load(path) if path is not None else Config()
-        return cls(config, db_url=db_url)
+    def from_config(cls, path: str | Path | None = None, db_url: str | None = None,
+                    profile: str | None = None) -> Guard:
+        """The Guard for a bot config, with *profile* (default: the active one) applied."""
+        from dbguard_plugin.config import resolve
+
+        return cls(resolve(path, db_url, profile))
 
     @property
     def enabled(self) -> bool:
@@ -213,10 +216,20 @@ class Guard:
         due and no order is in flight (``backup_interval``; off by default)."""
         if not self.enabled:
             return
-        generation = read_generation(self.location.state_dir)
-        if generation != self._generation:
-            self._generation = generation
-            self._hook.dbguard_refresh(guard=self, operation=Operation.RESTORE)
+        # A host calls this every loop: one stat, and the file is parsed only when it
+        # changed. Replacements rewrite it by rename (write_atomic), so a new version has
+        # a new inode; stat before reading, so a rename between the two is seen next time.
+        try:
+            st = os.stat(os.path.join(self.location.state_dir, GENERATION))
+            stamp: tuple[int, ...] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != getattr(self, "_generation_stamp", ()):  # (): never looked
+            self._generation_stamp = stamp
+            generation = read_generation(self.location.state_dir) if stamp else 0
+            if generation != self._generation:
+                self._generation = generation
+                self._hook.dbguard_refresh(guard=self, operation=Operation.RESTORE)
         interval = self.config.backup_interval
         if (
             not self.enabled
@@ -235,10 +248,14 @@ class Guard:
     def backup(
         self, reason: str = "manual", *, note: str = "", progress: Progress | None = None,
         keep: tuple[str, ...] = (),
+        keep_damaged: bool = False,
     ) -> Manifest:
         """Take a verified hot backup now; prune the catalog after it (never the backups
-        in *keep*). Raises on failure."""
-        check_source(self.location)
+        in *keep*). Raises on failure. With *keep_damaged* a database that fails its
+        check is backed up anyway, as found, marked unverified (for a restore over it)."""
+        server = self.location.sqlite_path is None and is_server(self.location)
+        if not server:
+            check_source(self.location)
         snapshot = self.state.snapshot()
         trading: dict[str, Any] = {
             "session_id": snapshot.session.session_id if snapshot.session else None,
@@ -256,14 +273,20 @@ class Guard:
         )
         self._last_attempt = time.time()
         try:
-            manifest = create_backup(
-                self.location, self.catalog, reason,
-                settings=BackupSettings(
-                    compression=self.config.compression,
-                    busy_timeout=self.config.busy_timeout,
-                ),
-                trading_state=trading, progress=progress, note=note,
+            settings = BackupSettings(
+                compression=self.config.compression,
+                busy_timeout=self.config.busy_timeout,
+                method=self.config.backup_method,
             )
+            common: dict[str, Any] = {
+                "settings": settings, "trading_state": trading, "progress": progress,
+                "note": note, "profile": self.config.profile,
+            }
+            if server:
+                manifest = server_backup(self.location, self.catalog, reason, **common)
+            else:
+                manifest = create_backup(self.location, self.catalog, reason,
+                                         keep_damaged=keep_damaged, **common)
         except Exception as exc:
             signals.notify(signals.backup_failed, self, reason=reason, error=str(exc))
             raise
@@ -464,8 +487,8 @@ class Guard:
                 verdict = Verdict(op, (Reason(
                     "lease-held", "another process held the lease; try again", False),))
             raise VetoedError(verdict, verdict.summary())
-        publisher = StatusPublisher(
-            status_path(self.lease.holders_dir, "operation"),
+        publisher = self.lease.publisher(
+            "operation",
             lambda: {
                 "role": "operation", "pid": os.getpid(), "host": HOSTNAME,
                 "operation": op.value, "since": time.time(),

@@ -93,6 +93,12 @@ rolled_back = _signals.signal("rolled-back")
 #: without password), ``deleted_old`` (bool).
 moved = _signals.signal("moved")
 
+#: The active environment profile changed (after its pre-switch backup). A UI reloads
+#: what it shows from the new profile. Arguments: ``previous`` (str or None), ``profile``
+#: (str: now active), ``backup_id`` (str: the pre-switch backup, "" if none),
+#: ``database`` (str: the new profile's database, without password).
+profile_switched = _signals.signal("profile-switched")
+
 ALL = (
     session_started,
     session_ended,
@@ -108,4 +114,5 @@ ALL = (
     restore_failed,
     rolled_back,
     moved,
+    profile_switched,
 )

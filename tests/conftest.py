@@ -33,7 +33,8 @@ from dbguard_plugin.plugins import pm
 TIMEOUT = 60.0
 
 #: Variables a developer's shell (or tox's passenv DBGUARD_*) could leak into a test.
-_LEAKY = ("DBGUARD_DB", "DBGUARD_CONFIG", "DBGUARD_BLOCK_PLUGINS", "DBGUARD_LOAD_PLUGINS")
+_LEAKY = ("DBGUARD_DB", "DBGUARD_CONFIG", "DBGUARD_BLOCK_PLUGINS", "DBGUARD_LOAD_PLUGINS",
+          "DBGUARD_PROFILES")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -44,6 +45,8 @@ def _isolated_process_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             mp.delenv(name, raising=False)
         mp.setenv("DBGUARD_LOAD_PLUGINS", "")
         mp.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+        # A developer's own profiles file (with an active profile) must not steer tests.
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
         yield
 
 
@@ -76,6 +79,7 @@ def child_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
         env = {k: v for k, v in os.environ.items() if k not in _LEAKY}
         env["DBGUARD_LOAD_PLUGINS"] = ""
         env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
+        env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
         env["PYTHONUNBUFFERED"] = "1"
         for key, value in overrides.items():
             if value is None:
@@ -339,20 +343,3 @@ def scripts() -> dict[str, str]:
         "operation_holder": OPERATION_HOLDER,
         "bot_with_session": BOT_WITH_SESSION,
     }
-
-
-def sqlite_url_for(path):
-    """A URL that the installed SQLAlchemy parses back to exactly *path*.
-
-    SQLAlchemy 2.1 percent-decodes the database part of a URL and 2.0 takes it
-    literally, so a directory named 'bot #2' or '50%41off' needs a different spelling
-    in each; a path neither spelling can express is skipped.
-    """
-    import urllib.parse
-
-    from sqlalchemy.engine import make_url
-
-    for candidate in (f"sqlite:///{urllib.parse.quote(str(path))}", f"sqlite:///{path}"):
-        if make_url(candidate).database == str(path):
-            return candidate
-    pytest.skip(f"this SQLAlchemy cannot name {path} in a URL")

@@ -204,9 +204,10 @@ SCENARIOS = {
 
 def test_every_signal_has_a_scenario():
     # The replacement signals' scenarios live in test_signals_restore.py.
+    from test_profiles_switch import SCENARIOS as PROFILE_SCENARIOS
     from test_signals_restore import SCENARIOS as REPLACEMENT_SCENARIOS
 
-    scenarios = {**SCENARIOS, **REPLACEMENT_SCENARIOS}
+    scenarios = {**SCENARIOS, **REPLACEMENT_SCENARIOS, **PROFILE_SCENARIOS}
     assert {signal.name for signal in signals.ALL} == set(scenarios)
     assert len(signals.ALL) == len(set(signals.ALL))
     assert all(signal.name in scenarios for signal in signals.ALL)
