@@ -10,7 +10,6 @@ that fails at any point leaves the old database in use and no stray file at the 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sqlite3
@@ -254,11 +253,11 @@ def _switch(guard: Guard, intent: journal.Intent) -> tuple[bool, bool, list[str]
                              f"backup_dir = \"{old_catalog}\" to keep using them")
         elif new_catalog.is_dir():
             backups_moved = True
-    for catalog_dir in (new_catalog, Path(guard.config.backup_dir or new_catalog)):
-        marker = catalog_dir / ".dbguard-catalog.json"
-        if marker.exists():
+    for catalog_dir in dict.fromkeys((new_catalog, Path(guard.config.backup_dir or new_catalog))):
+        if (catalog_dir / ".dbguard-catalog.json").exists():
             with contextlib.suppress(OSError):
-                write_atomic(marker, json.dumps({"database": intent.new_path}).encode())
+                # adopt() keeps the old place listed: its backups stay this database's
+                Catalog(catalog_dir).adopt(intent.new_path)
     return config_updated, backups_moved, notes
 
 

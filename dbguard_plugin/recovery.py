@@ -85,6 +85,7 @@ def _recover(guard: Guard) -> list[str]:
     if intent.step == "restoring" and committed:
         manifest = guard.catalog.get(intent.backup_id)
         try:
+            # No row counts: the bot may have written since the interrupted restore.
             restore.post_check(live, manifest, guard.config.restore_check)
         except DbGuardError as exc:
             _put_back(guard, intent)
@@ -112,6 +113,6 @@ def _put_back(guard: Guard, intent: journal.Intent) -> None:
     safety = guard.catalog.get(intent.safety_id)
     with opened_copy(guard.catalog.data_path(safety), safety.compression,
                      guard.catalog.directory) as plain:
-        restore.write_into(live, plain, guard.config.busy_timeout)
-    restore.post_check(live, safety, "quick_check")
+        counts = restore.write_into(live, plain, guard.config.busy_timeout)
+    restore.post_check(live, safety, "quick_check", counts)
     journal.clear(guard.location.state_dir)

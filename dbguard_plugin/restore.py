@@ -11,7 +11,9 @@ same way. See DESIGN.md, "SQLite facts" 4 and 6.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -28,7 +30,7 @@ from dbguard_plugin.backup import (
     sqlite_uri,
 )
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.errors import DbGuardError, VerificationError, VetoedError
+from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError, VetoedError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.files import write_json_atomic
 from dbguard_plugin.manifest import Manifest
@@ -36,6 +38,8 @@ from dbguard_plugin.preview import Preview, compute
 from dbguard_plugin.sqlite_facts import check, row_counts, schema_fingerprint
 from dbguard_plugin.verdict import Reason, Verdict
 from dbguard_plugin.verify import verify_backup
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from dbguard_plugin.guard import Guard
@@ -74,6 +78,10 @@ def live_path(guard: Guard) -> Path:
 def preview(guard: Guard, manifest: Manifest, *, rows_lost: bool = True) -> Preview:
     """What restoring *manifest* would change, read-only. The backup is checked first
     (sha256 and quick_check): a damaged file is never opened as a database."""
+    if guard.location.sqlite_path is None:  # a server database: rows per table only
+        from dbguard_plugin.servers.preview import server_preview
+
+        return server_preview(guard, manifest)
     result = verify_backup(guard.catalog, manifest, "quick_check")
     if not result.ok:
         guard.catalog.record_verification(manifest, False)
@@ -95,11 +103,33 @@ def restore(
     who: str | None = None,
     progress: Progress | None = None,
     operation: str = "restore",
+    from_profile: str | None = None,
+    from_environment: str = "",
 ) -> Outcome:
-    """Write backup *backup_id* into the live database; see the module docstring."""
+    """Write backup *backup_id* into the live database; see the module docstring.
+
+    A backup taken in another profile needs *from_profile* naming it (and its
+    *from_environment*); see :func:`check_profile`.
+    """
+    if guard.location.sqlite_path is None:  # a server database: the servers' own engine
+        from dbguard_plugin.servers.restore import restore_server
+
+        check_profile(guard, guard.catalog.get(backup_id), from_profile, from_environment,
+                      force=force, who=who)
+        return restore_server(guard, backup_id, force=force, who=who, operation=operation)
     clock = time.monotonic()
     live = live_path(guard)
     manifest = guard.catalog.get(backup_id)
+    check_profile(guard, manifest, from_profile, from_environment, force=force, who=who)
+    if from_profile is None and not force and not guard.catalog.belongs_here(manifest.source):
+        # A file copied in from another bot's catalog: its checksum is fine, it is
+        # simply not this database.
+        raise RestoreError(
+            f"backup {manifest.id} in {guard.catalog.directory} was taken of "
+            f"{manifest.source}, not of {guard.location.redacted}; nothing was changed. "
+            "Restore it anyway with --force, or take it from its own profile with "
+            "--from-profile NAME"
+        )
     with guard.operation(Operation.RESTORE, force=force, who=who):
         reach("restore:locked")
         result = verify_backup(guard.catalog, manifest, guard.config.restore_check)
@@ -124,6 +154,13 @@ def restore(
                 safety_id = guard.backup("pre-restore", keep=(manifest.id,)).id
             except NothingToBackUp:
                 safety_id = ""  # no live database yet: nothing to put back
+            except VerificationError as exc:
+                # The live database itself is damaged: replacing it is the point of this
+                # restore. Keep it as found (unverified) so nothing is lost, and go on.
+                log.warning("%s: the live database fails its check (%s); keeping it as "
+                            "found in an unverified safety backup", live, exc)
+                safety_id = guard.backup("pre-restore", keep=(manifest.id,),
+                                         keep_damaged=True).id
             reach("restore:safety-done")
             intent = journal.Intent(
                 operation=operation, step="restoring", backup_id=manifest.id,
@@ -135,14 +172,27 @@ def restore(
             signals.notify(signals.restore_started, guard, backup_id=manifest.id,
                            operation=operation)
             try:
-                write_into(live, plain, guard.config.busy_timeout, progress)
+                counts = write_into(live, plain, guard.config.busy_timeout, progress)
                 reach("restore:copied")
                 # quick_check: the pages came from a backup verified moments ago; the
                 # schema and row counts below catch a copy that went wrong
-                post_check(live, manifest, "quick_check")
+                post_check(live, manifest, "quick_check", counts)
                 reach("restore:checked")
             except Exception as exc:
-                undone = _undo(guard, intent, live)
+                try:
+                    undone = _undo(guard, intent, live)
+                except Exception as undo_exc:
+                    # e.g. the disk that filled during the copy is still full: the journal
+                    # stays, and the next dbguard command finishes the undo.
+                    signals.notify(signals.restore_failed, guard, backup_id=manifest.id,
+                                   error=str(exc), rolled_back=False)
+                    raise RestoreError(
+                        f"{operation} of {manifest.id} into {live} failed ({exc}), and "
+                        f"putting safety backup {safety_id} back failed too ({undo_exc}); "
+                        "the operation journal is kept: fix the cause (free disk space, "
+                        "permissions), then run any dbguard command (e.g. 'dbguard status') "
+                        "and it finishes putting the database back"
+                    ) from None
                 signals.notify(signals.restore_failed, guard, backup_id=manifest.id,
                                error=str(exc), rolled_back=undone)
                 state = (f"the database was put back from safety backup {safety_id}"
@@ -235,13 +285,18 @@ def schema_version(live: Path) -> int:
 
 
 def write_into(live: Path, plain: Path, busy_timeout: float,
-               progress: Progress | None = None, step_pages: int = 1024) -> None:
+               progress: Progress | None = None,
+               step_pages: int = 1024) -> dict[str, int] | None:
     """Write the SQLite file *plain* into the live database as ONE transaction.
 
     The backup API keeps its write transaction on the destination open across steps and
     commits only at the end, so a crash at any step leaves the old database (SQLite
     rolls the hot journal back, or ignores uncommitted WAL frames). Connections the bot
     keeps open see the new content at their next transaction.
+
+    Returns the row counts of exactly what was written, or None when another connection
+    committed in between (a bot with no order in flight may keep writing; its rows are
+    then legitimately on top of the restored ones, and counts prove nothing).
     """
     src = sqlite3.connect(sqlite_uri(plain, "ro"), uri=True)
     mode = "rw" if live.exists() else "rwc"
@@ -253,15 +308,28 @@ def write_into(live: Path, plain: Path, busy_timeout: float,
             if progress is not None:
                 progress(total - remaining, total)
 
+        # data_version changes only for other connections' commits (not for this one's
+        # backup), and inside a read transaction it is that snapshot's: equal values
+        # mean the counts below are of exactly the pages the backup wrote.
+        before = dst.execute("PRAGMA data_version").fetchone()[0]
         src.backup(dst, pages=step_pages, progress=step, sleep=0)
+        dst.execute("BEGIN")
+        dst.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        undisturbed = dst.execute("PRAGMA data_version").fetchone()[0] == before
+        counts = row_counts(dst) if undisturbed else None
+        dst.execute("COMMIT")
         # Keep the WAL from holding a whole second copy; PASSIVE never waits on readers.
         dst.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return counts
     finally:
         dst.close()
         src.close()
 
 
-def post_check(live: Path, manifest: Manifest, level: str) -> None:
+def post_check(live: Path, manifest: Manifest, level: str,
+               counts: dict[str, int] | None = None) -> None:
+    """The written database: *level* check, the backup's schema, and (when *counts*, the
+    row counts write_into saw right after its commit, are given) the backup's row counts."""
     conn = sqlite3.connect(sqlite_uri(live, "ro"), uri=True, timeout=30)
     try:
         problems = check(conn, level if level == "integrity_check" else "quick_check")
@@ -269,10 +337,10 @@ def post_check(live: Path, manifest: Manifest, level: str) -> None:
             raise VerificationError(f"{live}: {'; '.join(problems[:5])}")
         if manifest.schema_fingerprint and schema_fingerprint(conn) != manifest.schema_fingerprint:
             raise VerificationError(f"{live}: schema differs from backup {manifest.id}")
-        if manifest.tables and row_counts(conn) != manifest.tables:
-            raise VerificationError(f"{live}: row counts differ from backup {manifest.id}")
     finally:
         conn.close()
+    if counts is not None and manifest.tables and counts != manifest.tables:
+        raise VerificationError(f"{live}: row counts differ from backup {manifest.id}")
 
 
 def _undo(guard: Guard, intent: journal.Intent, live: Path) -> bool:
@@ -287,10 +355,49 @@ def _undo(guard: Guard, intent: journal.Intent, live: Path) -> bool:
     safety = guard.catalog.get(intent.safety_id)
     with opened_copy(guard.catalog.data_path(safety), safety.compression,
                      guard.catalog.directory) as plain:
-        write_into(live, plain, guard.config.busy_timeout)
-    post_check(live, safety, "quick_check")
+        counts = write_into(live, plain, guard.config.busy_timeout)
+    post_check(live, safety, "quick_check", counts)
     journal.clear(guard.location.state_dir)
     return True
+
+
+def check_profile(guard: Guard, manifest: Manifest, from_profile: str | None,
+                  from_environment: str, *, force: bool = False, who: str | None = None) -> None:
+    """Refuse a backup taken in another profile unless *from_profile* names that profile;
+    a development or testing backup into a production profile needs *force* as well."""
+    reason = profile_reason(guard, manifest, from_profile, from_environment)
+    if reason is None:
+        return
+    verdict = Verdict(Operation.RESTORE, (reason,))
+    if not force:
+        raise VetoedError(verdict, f"restore: vetoed\n  - {reason.message}; nothing was changed")
+    forced = dataclasses.replace(verdict, forced=True)
+    audit.record_force(guard.audit_path, forced, who or audit.operator(), guard.location.redacted)
+
+
+def profile_reason(guard: Guard, manifest: Manifest, from_profile: str | None,
+                   from_environment: str) -> Reason | None:
+    """The veto reason (overridable) for restoring a backup of another profile, if any;
+    raises ConfigError when *from_profile* does not name the backup's profile."""
+    mine, theirs = guard.config.profile, manifest.profile
+    if not mine or not theirs or mine == theirs:
+        return None
+    into_production = guard.config.environment == "production" and \
+        from_environment != "production"
+    if from_profile != theirs:
+        also = " and --force" if into_production else ""
+        raise ConfigError(
+            f"backup {manifest.id} was taken in profile {theirs}, not in {mine}; nothing "
+            f"was changed. Restoring it here needs --from-profile {theirs}{also}"
+        )
+    if not into_production:
+        return None
+    return Reason(
+        "cross-profile",
+        f"backup {manifest.id} is from the {from_environment or 'unknown'} profile {theirs}; "
+        f"restoring it into the production profile {mine} needs --force", True,
+        {"from_profile": theirs, "profile": mine},
+    )
 
 
 def drop_reasons(changes: Preview) -> tuple[Reason, ...]:

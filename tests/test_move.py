@@ -127,6 +127,11 @@ def test_move_switches_the_config_and_takes_the_backups_along(
     again = run_cli("backup", "--config", str(config_file))
     assert again.returncode == 0, again.stderr
     assert str(new_state / "backups") in again.stdout
+    # A backup taken before the move is still this database's (the catalog remembers
+    # the old place), so it restores without --force.
+    back = run_cli("restore", made[0], "--config", str(config_file), "--yes")
+    assert back.returncode == 0, back.stderr
+    assert rows(new_path) == content
 
 
 def test_move_with_delete_old_removes_the_old_file_and_its_wal_and_shm(

@@ -363,7 +363,9 @@ def test_move_killed_at_any_point_leaves_one_database_in_use(
     assert assert_catalog_sound(catalog, live) == [backup_id]
     # The catalog's marker names the database it now belongs to.
     marker = json.loads((catalog / ".dbguard-catalog.json").read_text())
-    assert marker == {"database": str(live)}
+    assert marker["database"] == str(live)
+    # ... and remembers where it lived, so backups from before the move still restore.
+    assert marker.get("formerly", []) == ([] if live == db_path else [str(db_path)])
 
 
 def test_move_killed_after_the_rename_leaves_no_stray_file_at_the_new_place(
