@@ -1,0 +1,149 @@
+"""What the torture tests share besides fixtures: the tally and the database helpers.
+
+Test modules import these by name (``from harness import ...``); the fixtures that hand
+them out live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+#: The CI size of the backup-then-restore loop; the soak run passes ``--torture-cycles 1000``.
+CI_CYCLES = 200
+
+#: Scratch names dbguard may leave only while an operation runs.
+JOURNAL = "operation.json"
+
+
+@dataclass
+class Tally:
+    cycles: int = 0
+    crash_points: set[str] = field(default_factory=set)
+    faults: set[str] = field(default_factory=set)
+    bad_inputs: set[str] = field(default_factory=set)
+    interleavings: int = 0
+    rows_lost: int = 0
+    corrupt: int = 0
+
+    def rows(self) -> list[tuple[str, str]]:
+        return [
+            ("backup-then-restore cycles run", str(self.cycles)),
+            ("crash points exercised (SIGKILL)", str(len(self.crash_points))),
+            ("faults injected", str(len(self.faults))),
+            ("bad inputs refused", str(len(self.bad_inputs))),
+            ("bot/operator interleaving steps checked", str(self.interleavings)),
+            ("rows lost", str(self.rows_lost)),
+            ("corrupt databases", str(self.corrupt)),
+        ]
+
+
+TALLY = Tally()
+
+
+# -- database helpers ----------------------------------------------------------------------
+
+
+def integrity(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+    finally:
+        conn.close()
+
+
+def content_digest(path: Path) -> str:
+    """sha256 over every table's rows, tables in name order, rows in rowid order."""
+    assert path.is_file(), f"{path} does not exist"
+    conn = sqlite3.connect(path)
+    try:
+        digest = hashlib.sha256()
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name")]
+        for table in tables:
+            digest.update(f"\x00table {table}\x00".encode())
+            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
+                digest.update(repr(row).encode())
+        return digest.hexdigest()
+    finally:
+        conn.close()
+
+
+def file_sha(path: Path) -> str:
+    """sha256 of the database file after a checkpoint, with no connection left open."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_db(path: Path, rows: int = 300, bulk: int = 40) -> None:
+    """Table t (*rows* rows) and *bulk* rows of 4 KB random data, WAL mode."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    conn.execute("CREATE TABLE bulk (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"row-{i}") for i in range(1, rows + 1)])
+    conn.executemany("INSERT INTO bulk (b) VALUES (randomblob(4000))", [()] * bulk)
+    conn.commit()
+    conn.close()
+
+
+def change(path: Path) -> None:
+    """The live database moves on after a backup: fewer rows, other values."""
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM t WHERE id > 200")
+    conn.execute("UPDATE t SET v = 'live-' || id")
+    conn.commit()
+    conn.close()
+
+
+def leftovers(directory: Path) -> list[str]:
+    """dbguard's scratch files in *directory*: .tmp- names and the operation journal."""
+    if not directory.is_dir():
+        return []
+    return sorted(n for n in os.listdir(directory) if n.startswith(".tmp-") or n == JOURNAL)
+
+
+def orphan_data(catalog: Path) -> list[str]:
+    """Backup data files without their manifest."""
+    if not catalog.is_dir():
+        return []
+    names = set(os.listdir(catalog))
+    return sorted(n for n in names if not n.startswith(".") and ".sqlite" in n
+                  and f"{n.split('.sqlite')[0]}.json" not in names)
+
+
+def check_database(tally: Tally, path: Path) -> None:
+    """integrity_check must say ok; a database that does not is counted, then fails."""
+    result = integrity(path)
+    if result != ["ok"]:
+        tally.corrupt += 1
+    assert result == ["ok"], f"{path}: {result[:5]}"
+
+
+# -- mounts (root only): a small filesystem, a read-only view --------------------------------
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *args: str) -> Iterator[None]:
+    """``mount ARGS TARGET`` for the block; skips the test when this machine cannot mount
+    (not root, or a container without CAP_SYS_ADMIN)."""
+    done = subprocess.run(["mount", *args, str(target)], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount here ({done.stderr.strip() or 'not permitted'}); "
+                    "this fault needs root with CAP_SYS_ADMIN")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)

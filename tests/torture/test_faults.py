@@ -1,0 +1,361 @@
+"""Injected faults: each gives a clear error naming the file and leaves the live database
+byte-identical (sha256 of the file before and after).
+
+How each is made, honestly:
+
+- disk full: a real tmpfs mounted for the test (root only; skipped where mounting is not
+  permitted). A 3 MiB one is too small for a backup (dbguard's free-space check refuses
+  before writing); on a 64 MiB one "another program" takes every free byte between two
+  steps of a backup copy, and just as a restore starts writing, so the kernel itself
+  answers ENOSPC in the middle of the write;
+- file size limit: ``RLIMIT_FSIZE`` in the child process (SIGXFSZ ignored, so writes fail
+  with EFBIG), which stands in for a quota;
+- permission denied: a catalog of mode 0500, the command run as root WITHOUT the
+  capabilities that bypass file modes (``setpriv``; root normally ignores modes, so a
+  ``chmod`` alone would prove nothing);
+- read-only catalog: a read-only bind mount over the catalog (root only; EROFS);
+- unreadable backup: the backup file made mode 000, read the same way. This is
+  EACCES on open, not EIO: a real EIO needs a failing device (dm-error), which a test
+  cannot make without privileges this suite does not assume;
+- the backup file deleted during a restore, just as the restore starts writing. The
+  restore then puts its safety backup back, so here the content is identical and the
+  file's bytes may differ in SQLite's change counter; the same holds after a disk that
+  fills during a restore, where the check is byte-identity after recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from harness import (
+    Tally,
+    change,
+    check_database,
+    content_digest,
+    file_sha,
+    leftovers,
+    make_db,
+    mounted,
+)
+
+from dbguard_plugin import Guard
+from dbguard_plugin.backup import BackupError
+from dbguard_plugin.config import Config
+
+
+def _mark(tally: Tally, fault: str) -> None:
+    tally.faults.add(fault)
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A scratch directory outside pytest's tmp_path, to mount a small filesystem on."""
+    path = Path(tempfile.mkdtemp(prefix="dbguard-faults-"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["umount", "-l", str(path / "small")], capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _cli(env: dict[str, str], *args: str, no_dac: bool = False,
+         fsize: int | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a child; *no_dac*: as root without the capabilities that bypass file
+    modes (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a mode really refuses."""
+    prelude = ""
+    if fsize is not None:
+        prelude = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+                   f"resource.setrlimit(resource.RLIMIT_FSIZE, ({fsize}, {fsize})); ")
+    code = prelude + "import sys; from dbguard_plugin.cli import main; sys.exit(main())"
+    cmd = [sys.executable, "-c", code, *args]
+    if no_dac and os.geteuid() == 0:  # another user meets the modes anyway
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: root would bypass the file modes")
+        cmd = ["setpriv", "--inh-caps=-all",
+               "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    return subprocess.run(cmd, capture_output=True,
+                          text=True, env=env, timeout=120, check=False,
+                          stdin=subprocess.DEVNULL, cwd="/")
+
+
+def test_a_disk_too_small_for_a_backup_is_refused_before_writing(
+    scratch_dir: Path, child_env: Callable[..., dict[str, str]], tally: Tally
+) -> None:
+    small = scratch_dir / "small"
+    with small_disk(small, "3m"):
+        db = small / "tradesv3.sqlite"
+        make_db(db, bulk=300)  # about 1.3 MiB: the database fits, a copy of it does not
+        before = file_sha(db)
+        result = _cli(child_env(), "backup", "--db", f"sqlite:///{db}")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"not enough free space for a backup of {db}" in result.stderr, result.stderr
+        assert file_sha(db) == before
+        assert leftovers(small / "tradesv3.sqlite.dbguard" / "backups") == []
+        _mark(tally, "disk too small for a backup (3 MiB tmpfs)")
+
+
+@contextlib.contextmanager
+def small_disk(directory: Path, size: str) -> Iterator[None]:
+    """A real filesystem of *size* (tmpfs) mounted at *directory* for the block."""
+    directory.mkdir()
+    with mounted(directory, "-t", "tmpfs", "-o", f"size={size}", "tmpfs"):
+        yield
+
+
+def _fill(directory: Path) -> None:
+    """Take every free byte of *directory*'s filesystem, as another program would."""
+    free = shutil.disk_usage(directory).free
+    with open(directory / "filler", "wb") as fh, contextlib.suppress(OSError):
+        fh.write(bytes(free))
+
+
+def test_the_disk_fills_during_a_backup_copy(
+    scratch_dir: Path, tally: Tally
+) -> None:
+    """The free-space check passes, then the disk fills between two steps of the copy: the
+    kernel's own ENOSPC, met by SQLite in the middle of writing the copy."""
+    disk = scratch_dir / "small"
+    with small_disk(disk, "64m"):
+        db = disk / "tradesv3.sqlite"
+        make_db(db, bulk=2500)  # about 10 MiB: the copy takes three steps
+        before = file_sha(db)
+        guard = Guard(Config(db_url=f"sqlite:///{db}", backup_method="backup-api"))
+        try:
+            with pytest.raises(BackupError) as failed:
+                guard.backup(progress=lambda done, total: _fill(disk))
+        finally:
+            guard.close()
+        assert f"{db}: backup failed: database or disk is full" in str(failed.value)
+        (disk / "filler").unlink()
+        assert file_sha(db) == before
+        catalog = disk / "tradesv3.sqlite.dbguard" / "backups"
+        assert leftovers(catalog) == []
+        assert [n for n in os.listdir(catalog) if not n.startswith(".")] == []
+        _mark(tally, "disk full (ENOSPC) during a backup copy")
+
+
+#: The CLI's restore, with the disk filled by "another program" the moment the restore
+#: starts writing (restore-started fires after the verification, the free-space check
+#: and the safety backup). argv: the directory to fill, then the CLI's arguments.
+FILL_ON_RESTORE = """
+    import contextlib, os, shutil, sys
+    from dbguard_plugin import signals
+    from dbguard_plugin.cli import main
+
+    where = sys.argv[1]
+
+    def fill(sender, **extra):
+        free = shutil.disk_usage(where).free
+        with open(os.path.join(where, "filler"), "wb") as fh, contextlib.suppress(OSError):
+            fh.write(bytes(free))
+
+    signals.restore_started.connect(fill)
+    sys.argv = ["dbguard", *sys.argv[2:]]
+    main()
+"""
+
+
+def _restore_onto_a_disk_that_fills(
+    scratch_dir: Path, child_env: Callable[..., dict[str, str]]
+) -> tuple[Path, str, str, subprocess.CompletedProcess[str]]:
+    disk = scratch_dir / "small"
+    db = disk / "tradesv3.sqlite"
+    make_db(db, bulk=2500)  # about 10 MiB: the copy into the live database takes steps
+    guard = Guard(Config(db_url=f"sqlite:///{db}"))
+    try:
+        manifest = guard.backup()
+    finally:
+        guard.close()
+    change(db)
+    before = file_sha(db)
+    script = scratch_dir / "fill_on_restore.py"
+    script.write_text(textwrap.dedent(FILL_ON_RESTORE))
+    result = subprocess.run(
+        [sys.executable, str(script), str(disk), "restore", manifest.id,
+         "--db", f"sqlite:///{db}", "--yes"],
+        capture_output=True, text=True, env=child_env(), timeout=120, check=False,
+        stdin=subprocess.DEVNULL)
+    return db, before, manifest.id, result
+
+
+def test_the_disk_fills_during_a_restore_copy(
+    scratch_dir: Path, child_env: Callable[..., dict[str, str]],
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tally: Tally,
+) -> None:
+    """The restore fails, the copy never committed, and once space is freed the next
+    command undoes it: the database is byte-identical to before."""
+    disk = scratch_dir / "small"
+    with small_disk(disk, "64m"):
+        db, before, backup_id, result = _restore_onto_a_disk_that_fills(
+            scratch_dir, child_env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        (disk / "filler").unlink()
+        recovered = run_cli("status", "--db", f"sqlite:///{db}")
+        assert recovered.returncode == 0, recovered.stderr
+        assert f"recovered: undid the interrupted restore of backup {backup_id}" \
+            in recovered.stderr
+        check_database(tally, db)
+        assert file_sha(db) == before
+        assert leftovers(disk / "tradesv3.sqlite.dbguard") == []
+        _mark(tally, "disk full (ENOSPC) during a restore copy")
+
+
+def test_a_restore_onto_a_full_disk_says_so_clearly(
+    scratch_dir: Path, child_env: Callable[..., dict[str, str]]
+) -> None:
+    disk = scratch_dir / "small"
+    with small_disk(disk, "64m"):
+        db, _before, _id, result = _restore_onto_a_disk_that_fills(scratch_dir, child_env)
+        (disk / "filler").unlink()
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert str(db) in result.stderr
+
+
+def test_a_file_size_limit_during_a_backup(
+    db_path: Path, db_url: str, child_env: Callable[..., dict[str, str]], state_dir: Path,
+    tally: Tally,
+) -> None:
+    make_db(db_path, bulk=300)
+    before = file_sha(db_path)
+    result = _cli(child_env(), "backup", "--db", db_url, fsize=256 << 10)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert str(db_path) in result.stderr
+    assert "backup failed" in result.stderr
+    assert "File too large" in result.stderr
+    assert file_sha(db_path) == before
+    assert leftovers(state_dir / "backups") == []
+    _mark(tally, "file size limit (RLIMIT_FSIZE, EFBIG) during backup")
+
+
+def test_permission_denied_on_the_catalog(
+    db_path: Path, db_url: str, state_dir: Path, make_guard: Callable[..., object],
+    child_env: Callable[..., dict[str, str]], tally: Tally,
+) -> None:
+    make_db(db_path)
+    make_guard(Config(db_url=db_url)).backup()  # type: ignore[attr-defined]
+    catalog = state_dir / "backups"
+    catalog.chmod(0o500)
+    before = file_sha(db_path)
+    try:
+        result = _cli(child_env(), "backup", "--db", db_url, no_dac=True)
+    finally:
+        catalog.chmod(0o700)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "ermission denied" in result.stderr, result.stderr
+    assert str(catalog) in result.stderr, result.stderr
+    assert file_sha(db_path) == before
+    _mark(tally, "permission denied on the catalog (EACCES, root without DAC override)")
+
+
+def test_a_read_only_catalog(
+    db_path: Path, db_url: str, state_dir: Path, make_guard: Callable[..., object],
+    run_cli: Callable[..., subprocess.CompletedProcess[str]], tally: Tally,
+) -> None:
+    make_db(db_path)
+    guard = make_guard(Config(db_url=db_url))
+    manifest = guard.backup()  # type: ignore[attr-defined]
+    change(db_path)
+    catalog = state_dir / "backups"
+    with mounted(catalog, "--bind", "-o", "ro", str(catalog)):
+        probe = subprocess.run(["touch", str(catalog / "probe")], capture_output=True,
+                               check=False)
+        if probe.returncode == 0:
+            os.remove(catalog / "probe")
+            pytest.skip("this kernel ignored the read-only bind mount")
+        before = file_sha(db_path)
+        for args in (["backup", "--db", db_url],
+                     ["restore", manifest.id, "--db", db_url, "--yes"]):
+            result = run_cli(*args)
+            assert result.returncode != 0, (args, result.stdout)
+            assert "Traceback" not in result.stderr, result.stderr
+            assert "Read-only file system" in result.stderr, result.stderr
+            assert str(catalog) in result.stderr
+            assert file_sha(db_path) == before
+    _mark(tally, "read-only catalog (EROFS bind mount)")
+
+
+def test_an_unreadable_backup(
+    db_path: Path, db_url: str, state_dir: Path, make_guard: Callable[..., object],
+    child_env: Callable[..., dict[str, str]], tally: Tally,
+) -> None:
+    make_db(db_path)
+    manifest = make_guard(Config(db_url=db_url)).backup()  # type: ignore[attr-defined]
+    data = state_dir / "backups" / manifest.file
+    data.chmod(0)
+    change(db_path)
+    before = file_sha(db_path)
+    result = _cli(child_env(), "restore", manifest.id, "--db", db_url, "--yes", no_dac=True)
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    assert str(data) in result.stderr, result.stderr
+    assert "ermission denied" in result.stderr, result.stderr
+    assert file_sha(db_path) == before
+    _mark(tally, "unreadable backup (EACCES on open, standing in for EIO)")
+
+
+#: A restore whose backup file is deleted the moment it starts writing (restore-started
+#: fires after the verification and the safety backup, just before the copy opens it).
+DELETED_DURING_RESTORE = """
+    import os, sys
+    from dbguard_plugin import Guard, signals
+    from dbguard_plugin.restore import restore
+
+    guard = Guard(db_url=sys.argv[1])
+    manifest = guard.catalog.get(sys.argv[2])
+
+    def delete(sender, backup_id, **extra):
+        os.remove(guard.catalog.data_path(manifest))
+
+    signals.restore_started.connect(delete)
+    try:
+        restore(guard, manifest.id)
+    except Exception as exc:
+        print("FAILED", type(exc).__name__, exc, flush=True)
+    else:
+        print("RESTORED", flush=True)
+    guard.close()
+"""
+
+
+def test_the_backup_file_deleted_during_a_restore(
+    db_path: Path, db_url: str, state_dir: Path, make_guard: Callable[..., object],
+    spawn: Callable[..., object], tally: Tally,
+) -> None:
+    make_db(db_path, bulk=300)
+    manifest = make_guard(Config(db_url=db_url)).backup()  # type: ignore[attr-defined]
+    change(db_path)
+    content = content_digest(db_path)
+    child = spawn(DELETED_DURING_RESTORE, db_url, manifest.id, ready=None)
+    line = child.expect("")  # type: ignore[attr-defined]
+    while not line.startswith(("FAILED", "RESTORED")):
+        line = child.expect("")  # type: ignore[attr-defined]
+    assert line.startswith("FAILED RestoreError"), line
+    assert f"restore of {manifest.id} failed" in line
+    assert "put back from safety backup" in line
+    check_database(tally, db_path)
+    # The copy never started, so the content is exactly as before; the file itself was
+    # rewritten from the safety backup, so its bytes (the change counter) may differ.
+    assert content_digest(db_path) == content
+    assert leftovers(state_dir) == []
+    assert stat.S_ISREG(os.stat(db_path).st_mode)
+    _mark(tally, "backup file deleted during a restore")
+
+
+def test_a_failed_snapshot_copy_reports_one_clear_line(
+    db_path: Path, db_url: str, child_env: Callable[..., dict[str, str]]
+) -> None:
+    make_db(db_path, bulk=300)
+    result = _cli(child_env(), "backup", "--db", db_url, fsize=256 << 10)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
