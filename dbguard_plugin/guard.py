@@ -84,6 +84,8 @@ class Guard:
         self._last_backup = 0.0
         self._last_attempt = 0.0
         self._generation = read_generation(self.location.state_dir)
+        # (inode, mtime, size) of generation.json when tick() last read it; () = never
+        self._generation_stamp: tuple[int, ...] | None = ()
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, db_url: str | None = None,
@@ -224,7 +226,7 @@ class Guard:
             stamp: tuple[int, ...] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
-        if stamp != getattr(self, "_generation_stamp", ()):  # (): never looked
+        if stamp != self._generation_stamp:
             self._generation_stamp = stamp
             generation = read_generation(self.location.state_dir) if stamp else 0
             if generation != self._generation:
