@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import stat
@@ -49,12 +50,17 @@ def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
         raise
 
 
+_SCRATCH = itertools.count()
+
+
 def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
     """Replace *path* with *data*: readers see the old file or the new, never half.
 
     With *fsync*, the data and then the directory entry are on disk when this returns.
     """
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+    # pid and a per-process counter: two writers of one file in one process (two Guards
+    # on one database, a status thread beside the caller) never share a scratch name.
+    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}-{next(_SCRATCH)}")
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         view = memoryview(data)

@@ -404,7 +404,7 @@ class ProfileStore:
 
     def _remove_stale_temporaries(self) -> None:
         """What a writer killed between its write and its rename left behind."""
-        pattern = re.compile(rf"^\.tmp-{re.escape(self.path.name)}\.(\d+)$")
+        pattern = re.compile(rf"^\.tmp-{re.escape(self.path.name)}\.(\d+)(?:-\d+)?$")
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.path.parent):
                 match = pattern.match(entry.name)
