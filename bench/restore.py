@@ -25,9 +25,10 @@ process:
    The safety backups a repeat makes are deleted after its rollback.
 2. **By step**: the same restore and rollback runs are split by timing the engine's own
    functions (verify_backup and its sha256 and integrity_check, the preview, the safety
-   backup and its copy, quick_check, facts, fsync and sha256, write_into, post_check and
-   its integrity_check and row counts); write_into is split into the backup API's copy
-   and commit and the WAL checkpoint after it, by the time of its last progress call.
+   backup and its copy, quick_check, facts, fsync + sha256 (on a thread beside
+   quick_check), write_into, post_check and its quick_check); write_into is split into
+   the backup API's copy and commit, and the row counts and WAL checkpoint after it, by
+   the time of its last progress call.
 3. **The CLI** once, in a new process, for reference: ``python -m dbguard_plugin restore
    ID --db URL --yes --force --json`` and then ``rollback --db URL --yes --force --json``
    (wall time, and the engine's own duration from its JSON). The CLI shows a preview first,
@@ -121,8 +122,7 @@ STEPS: tuple[tuple[str, Any, str], ...] = (
     ("safety backup/fsync + sha256 (beside quick_check)", backup_module, "_flush_and_digest"),
     ("write_into", restore_module, "write_into"),
     ("post_check", restore_module, "post_check"),
-    ("post_check/integrity_check", restore_module, "check"),
-    ("post_check/row counts", restore_module, "row_counts"),
+    ("post_check/quick_check", restore_module, "check"),
 )
 #: The order the breakdown is printed in (parts under their step, then "other").
 STEP_ORDER = (
@@ -131,8 +131,8 @@ STEP_ORDER = (
     "safety backup", "safety backup/copy", "safety backup/quick_check",
     "safety backup/facts", "safety backup/row counts",
     "safety backup/fsync + sha256 (beside quick_check)", "safety backup/other",
-    "write_into", "write_into/copy + commit", "write_into/checkpoint + close",
-    "post_check", "post_check/integrity_check", "post_check/row counts", "post_check/other",
+    "write_into", "write_into/copy + commit", "write_into/row counts + checkpoint + close",
+    "post_check", "post_check/quick_check", "post_check/other",
     "other",
 )
 
@@ -259,7 +259,7 @@ class StepTimer:
             start, end = self.spans["write_into"]
             if start <= self.last_progress <= end:
                 steps["write_into/copy + commit"] = self.last_progress - start
-                steps["write_into/checkpoint + close"] = end - self.last_progress
+                steps["write_into/row counts + checkpoint + close"] = end - self.last_progress
         # read_facts calls row_counts: facts without the counts
         if "safety backup/facts" in steps:
             steps["safety backup/facts"] -= steps.get("safety backup/row counts", 0.0)
