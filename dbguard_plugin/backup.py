@@ -249,7 +249,7 @@ def _copy_in_child(
 
 
 def _no_space(directory: Path, source: Path, size: int, free: int) -> str:
-    need = size + (size >> 4) + (16 << 20)  # the same margin the check uses
+    need = snapshot.room_needed(size)
     return (f"{directory}: not enough free space for a backup of {source} "
             f"({need / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free); a backup needs "
             f"the database's size ({size / 2**20:.1f} MiB) plus 1/16 plus 16 MiB: "
@@ -272,7 +272,7 @@ def _copy_with_backup_api(
         page_count = int(src.execute("PRAGMA page_count").fetchone()[0])
         need = page_size * page_count
         free = shutil.disk_usage(directory).free
-        if free < need + (need >> 4) + (16 << 20):
+        if free < snapshot.room_needed(need):
             raise BackupError(_no_space(directory, source, need, free))
         # Flush the copy as it grows: one fsync of the whole copy at the end made the
         # bot's own commit fsyncs queue behind it for hundreds of milliseconds. This

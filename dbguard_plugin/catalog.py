@@ -18,6 +18,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import portalocker
 
@@ -120,27 +121,28 @@ class Catalog:
                 )
         self._prepared = True
 
+    def _marker(self) -> dict[str, Any]:
+        """The marker's content; {} when it is missing or unreadable."""
+        try:
+            owner = json.loads((self.directory / _MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
     def adopt(self, identity: str) -> None:
         """Record that this catalog now belongs to *identity* (the database moved); the
         identities it had before stay listed, so its older backups still count as this
         database's (see :meth:`former_identities`)."""
-        former = self.former_identities()
-        try:
-            owner = json.loads((self.directory / _MARKER).read_text(encoding="utf-8"))
-            if isinstance(owner, dict) and isinstance(owner.get("database"), str):
-                former.append(owner["database"])
-        except (OSError, ValueError):
-            pass
+        marker = self._marker()
+        former = self.former_identities(marker)
+        if isinstance(marker.get("database"), str):
+            former.append(marker["database"])
         former = [f for f in dict.fromkeys(former) if f != identity]
         write_json_atomic(self.directory / _MARKER, {"database": identity, "formerly": former})
 
-    def former_identities(self) -> list[str]:
+    def former_identities(self, marker: dict[str, Any] | None = None) -> list[str]:
         """The databases this catalog belonged to before moves, oldest first."""
-        try:
-            owner = json.loads((self.directory / _MARKER).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return []
-        former = owner.get("formerly", []) if isinstance(owner, dict) else []
+        former = (self._marker() if marker is None else marker).get("formerly", [])
         return [f for f in former if isinstance(f, str)] if isinstance(former, list) else []
 
     def belongs_here(self, source: str) -> bool:

@@ -28,6 +28,7 @@ from dbguard_plugin.events import Operation
 from dbguard_plugin.files import fsync_dir, open_private, private_dir, replace, write_atomic
 from dbguard_plugin.location import locate, redact
 from dbguard_plugin.restore import GENERATION, LAST, bump_generation
+from dbguard_plugin.snapshot import room_needed
 from dbguard_plugin.sqlite_facts import check, read_facts
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def move(
         reach("move:locked")
         need = old.stat().st_size
         free = shutil.disk_usage(new.parent).free
-        if free < need + (need >> 4) + (16 << 20):
+        if free < room_needed(need):
             raise MoveError(f"{new.parent}: {free / 2**20:,.0f} MiB free, the database needs "
                             f"{need / 2**20:,.0f} MiB; nothing was changed")
         intent = journal.Intent(

@@ -67,6 +67,12 @@ def release_readers() -> None:
         os.close(_READERS.popitem()[1])
 
 
+def room_needed(size: int) -> int:
+    """Free space a copy of *size* bytes asks for: the copy, a sixteenth more, and 16 MiB
+    (SQLite's own scratch space and the catalog's small files while it is written)."""
+    return size + (size >> 4) + (16 << 20)
+
+
 class SnapshotUnavailable(Exception):
     """The file-level snapshot cannot be taken here; use the backup API."""
 
@@ -271,7 +277,7 @@ def main(argv: list[str]) -> int:
         page_count = int(src.execute("PRAGMA page_count").fetchone()[0])
         need = page_size * page_count
         free = shutil.disk_usage(dest.parent).free
-        if free < need + (need >> 4) + (16 << 20):
+        if free < room_needed(need):
             _report("nospace", need, free)
             return 4
         fd = os.open(dest, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))

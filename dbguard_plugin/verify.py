@@ -30,11 +30,8 @@ class VerifyResult:
 def verify_backup(
     catalog: Catalog, manifest: Manifest, level: str = "integrity_check"
 ) -> VerifyResult:
-    """Recompute the sha256 and run *level* on the SQLite file; never raises for a bad file."""
-    if manifest.backend in ("postgresql", "mariadb"):  # a server dump: its tool's own check
-        from dbguard_plugin.servers.verify import verify_server_backup
-
-        return verify_server_backup(catalog, manifest)
+    """Recompute the sha256, then run *level* on the SQLite file (a server dump: its
+    tool's own check); never raises for a bad file."""
     try:
         path = catalog.data_path(manifest)
     except UnsafePathError as exc:
@@ -48,6 +45,10 @@ def verify_backup(
             f"{path}: sha256 {sha[:16]}... (size {size}) does not match the manifest's "
             f"{manifest.sha256[:16]}... (size {manifest.size}): the file was changed or damaged",
         ))
+    if manifest.backend in ("postgresql", "mariadb"):
+        from dbguard_plugin.servers.verify import archive_problems
+
+        return VerifyResult(manifest, shown, archive_problems(catalog, manifest, path))
     problems: list[str] = []
     try:
         with opened_copy(path, manifest.compression, catalog.directory) as plain:

@@ -13,14 +13,14 @@ from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.preview import Preview, TableChange
 from dbguard_plugin.servers import dialect_for
-from dbguard_plugin.servers.verify import verify_server_backup
+from dbguard_plugin.verify import verify_backup
 
 if TYPE_CHECKING:
     from dbguard_plugin.guard import Guard
 
 
 def server_preview(guard: Guard, manifest: Manifest) -> Preview:
-    result = verify_server_backup(guard.catalog, manifest)
+    result = verify_backup(guard.catalog, manifest)
     if not result.ok:
         guard.catalog.record_verification(manifest, False)
         raise VerificationError(f"backup {manifest.id} failed verification; nothing was "

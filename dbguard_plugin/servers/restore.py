@@ -24,7 +24,7 @@ from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.servers import dialect_for
 from dbguard_plugin.servers.credentials import scrub
 from dbguard_plugin.servers.dialect import Dialect, compare
-from dbguard_plugin.servers.verify import verify_server_backup
+from dbguard_plugin.verify import verify_backup
 
 if TYPE_CHECKING:
     from dbguard_plugin.guard import Guard
@@ -43,7 +43,7 @@ def restore_server(guard: Guard, backup_id: str, *, force: bool = False,
                           f"{guard.location.redacted} is a {dialect.params.kind} database")
     timeout = guard.config.busy_timeout
     with guard.operation(Operation.RESTORE, force=force, who=who):
-        result = verify_server_backup(guard.catalog, manifest)
+        result = verify_backup(guard.catalog, manifest)
         if not result.ok:
             guard.catalog.record_verification(manifest, False)
             raise VerificationError(f"backup {manifest.id} failed verification; nothing "

@@ -11,7 +11,7 @@ import pytest
 from dbguard_plugin.catalog import expected_file
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.restore import RestoreError, restore, rollback
-from dbguard_plugin.servers.verify import verify_server_backup
+from dbguard_plugin.verify import verify_backup
 
 pytestmark = pytest.mark.servers
 
@@ -85,7 +85,7 @@ def test_round_trip_under_a_live_writer_restores_exactly_the_committed_rows(
     assert manifest.backend == server_db.kind
     assert manifest.server_version
     assert manifest.file == expected_file(manifest)
-    assert verify_server_backup(guard.catalog, manifest).ok
+    assert verify_backup(guard.catalog, manifest).ok
     assert max_id(server_db) > backed_up  # the writer went on after the backup
 
     present = max_id(server_db)
