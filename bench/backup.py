@@ -44,11 +44,9 @@ import argparse
 import contextlib
 import functools
 import gc
-import hashlib
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -64,17 +62,24 @@ from typing import Any
 from tradingdb import (
     MIB,
     build_database,
+    copy_cp,
+    copy_cp_fsync,
     db_url,
+    fmt_spread,
     fsync_path,
+    machine,
+    maxrss_mib,
+    no_nan,
     parse_size,
     remove,
+    sha256_of,
     size_label,
     spread,
     sync,
     warm,
 )
 
-from dbguard_plugin import Guard, __version__, sqlite_facts
+from dbguard_plugin import Guard, sqlite_facts
 from dbguard_plugin import backup as backup_module
 from dbguard_plugin.config import Config
 
@@ -148,23 +153,10 @@ def set_journal_mode(path: Path, mode: str) -> str:
 # -- the copy variants --------------------------------------------------------------------
 
 
-def copy_cp(src: Path, dst: Path) -> None:
-    subprocess.run(["cp", "--", str(src), str(dst)], check=True)
-
-
-def copy_cp_fsync(src: Path, dst: Path) -> None:
-    copy_cp(src, dst)
-    fsync_path(dst)
-
-
 def copy_cp_fsync_sha256(src: Path, dst: Path) -> None:
     """The least a verified file copy costs: copy, make it durable, hash it."""
     copy_cp_fsync(src, dst)
-    digest = hashlib.sha256()
-    with open(dst, "rb") as fh:
-        while chunk := fh.read(MIB):
-            digest.update(chunk)
-    digest.hexdigest()
+    sha256_of(dst)
 
 
 def copy_backup_api(src: Path, dst: Path) -> None:
@@ -181,20 +173,12 @@ def copy_backup_api(src: Path, dst: Path) -> None:
 
 def copy_floor(src: Path, dst: Path) -> None:
     copy_cp(src, dst)
-    digest = threading.Thread(target=lambda: (fsync_path(dst), _sha256(dst)))
+    digest = threading.Thread(target=lambda: (fsync_path(dst), sha256_of(dst)))
     digest.start()
     conn = sqlite3.connect(f"file:{dst}?mode=ro", uri=True)
     conn.execute("PRAGMA quick_check").fetchall()
     conn.close()
     digest.join()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(MIB):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def copy_vacuum_into(src: Path, dst: Path) -> None:
@@ -424,13 +408,6 @@ def measure_writer(
 # -- peak memory --------------------------------------------------------------------------
 
 
-def maxrss_mib() -> float:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024  # bytes on macOS
-
-
 def rss_child_main(db: str) -> int:
     """The fresh child process: ru_maxrss growth across one dbguard backup.
 
@@ -549,37 +526,6 @@ def verdicts(result: dict[str, Any]) -> list[tuple[bool, str]]:
 
 
 # -- output -------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    cp_version = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        cp_version = subprocess.run(["cp", "--version"], capture_output=True, text=True,
-                                    check=False).stdout.split("\n", 1)[0]
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "sqlite": sqlite3.sqlite_version,
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "cp": cp_version,
-        "dbguard": __version__,
-    }
-
-
-def no_nan(value: Any) -> Any:
-    """*value* with NaN (a figure that could not be measured) as null, for strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [no_nan(v) for v in value]
-    return value
-
-
-def fmt_spread(s: dict[str, float], digits: int = 2) -> str:
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
 def print_size(result: dict[str, Any], repeat: int) -> None:

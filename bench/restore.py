@@ -55,7 +55,6 @@ import gc
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -75,8 +74,13 @@ from tradingdb import (
     GIB,
     MIB,
     build_database,
+    copy_cp,
+    copy_cp_fsync,
     db_url,
-    fsync_path,
+    fmt_spread,
+    machine,
+    maxrss_mib,
+    no_nan,
     parse_size,
     remove,
     size_label,
@@ -85,9 +89,9 @@ from tradingdb import (
     warm,
 )
 
-from dbguard_plugin import __version__, sqlite_facts
 from dbguard_plugin import backup as backup_module
 from dbguard_plugin import restore as restore_module
+from dbguard_plugin import sqlite_facts
 from dbguard_plugin import verify as verify_module
 from dbguard_plugin.config import Config
 from dbguard_plugin.guard import Guard
@@ -192,15 +196,6 @@ def change_database(path: Path) -> dict[str, Any]:
 
 
 # -- the copies ---------------------------------------------------------------------------
-
-
-def copy_cp(src: Path, dst: Path) -> None:
-    subprocess.run(["cp", "--", str(src), str(dst)], check=True)
-
-
-def copy_cp_fsync(src: Path, dst: Path) -> None:
-    copy_cp(src, dst)
-    fsync_path(dst)
 
 
 # -- the engine's steps -------------------------------------------------------------------
@@ -373,13 +368,6 @@ def measure_cli(db: Path, guard: Guard, backup_id: str) -> dict[str, Any]:
 # -- peak memory --------------------------------------------------------------------------
 
 
-def maxrss_mib() -> float:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024  # bytes on macOS
-
-
 def rss_child_main(mode: str, db: str, backup_id: str) -> int:
     """The fresh child process: ru_maxrss growth across one restore or rollback.
 
@@ -525,37 +513,6 @@ def verdicts(result: dict[str, Any]) -> list[tuple[bool, str]]:
 
 
 # -- output -------------------------------------------------------------------------------
-
-
-def machine() -> dict[str, Any]:
-    cp_version = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        cp_version = subprocess.run(["cp", "--version"], capture_output=True, text=True,
-                                    check=False).stdout.split("\n", 1)[0]
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "sqlite": sqlite3.sqlite_version,
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "cp": cp_version,
-        "dbguard": __version__,
-    }
-
-
-def no_nan(value: Any) -> Any:
-    """*value* with NaN (a figure that could not be measured) as null, for strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [no_nan(v) for v in value]
-    return value
-
-
-def fmt_spread(s: dict[str, float], digits: int = 2) -> str:
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
 def print_size(result: dict[str, Any], repeat: int) -> None:

@@ -7,15 +7,19 @@ book) filled with random but compressible rows up to a target size, in WAL mode.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
+import platform
 import sqlite3
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from dbguard_plugin import sqlite_facts
+from dbguard_plugin import __version__, sqlite_facts
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -224,3 +228,61 @@ def build_database(path: Path, target: int) -> dict[str, Any]:
         "rows": counts,
         "build_s": round(time.monotonic() - started, 1),
     }
+
+
+# -- shared by the benchmark scripts --------------------------------------------------
+
+
+def copy_cp(src: Path, dst: Path) -> None:
+    subprocess.run(["cp", "--", str(src), str(dst)], check=True)
+
+
+def copy_cp_fsync(src: Path, dst: Path) -> None:
+    copy_cp(src, dst)
+    fsync_path(dst)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def maxrss_mib() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MIB if sys.platform == "darwin" else peak / 1024  # bytes on macOS
+
+
+def machine() -> dict[str, Any]:
+    cp_version = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        cp_version = subprocess.run(["cp", "--version"], capture_output=True, text=True,
+                                    check=False).stdout.split("\n", 1)[0]
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "sqlite": sqlite3.sqlite_version,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "cp": cp_version,
+        "dbguard": __version__,
+    }
+
+
+def no_nan(value: Any) -> Any:
+    """*value* with NaN (a figure that could not be measured) as null, for strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [no_nan(v) for v in value]
+    return value
+
+
+def fmt_spread(s: dict[str, float], digits: int = 2) -> str:
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
