@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -19,9 +18,6 @@ import pytest
 
 #: The CI size of the backup-then-restore loop; the soak run passes ``--torture-cycles 1000``.
 CI_CYCLES = 200
-
-#: Scratch names dbguard may leave only while an operation runs.
-JOURNAL = "operation.json"
 
 
 @dataclass
@@ -105,22 +101,6 @@ def change(path: Path) -> None:
     conn.execute("UPDATE t SET v = 'live-' || id")
     conn.commit()
     conn.close()
-
-
-def leftovers(directory: Path) -> list[str]:
-    """dbguard's scratch files in *directory*: .tmp- names and the operation journal."""
-    if not directory.is_dir():
-        return []
-    return sorted(n for n in os.listdir(directory) if n.startswith(".tmp-") or n == JOURNAL)
-
-
-def orphan_data(catalog: Path) -> list[str]:
-    """Backup data files without their manifest."""
-    if not catalog.is_dir():
-        return []
-    names = set(os.listdir(catalog))
-    return sorted(n for n in names if not n.startswith(".") and ".sqlite" in n
-                  and f"{n.split('.sqlite')[0]}.json" not in names)
 
 
 def check_database(tally: Tally, path: Path) -> None:

@@ -20,8 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import Tally, check_database, content_digest, leftovers, orphan_data
-from test_restore_crash import make_move_setup, make_new_database, make_old
+from harness import Tally, check_database, content_digest
+from test_restore_crash import (
+    leftovers,
+    make_move_setup,
+    make_new_database,
+    make_old,
+    orphan_data,
+)
 
 import dbguard_plugin
 from dbguard_plugin.catalog import Catalog

@@ -43,10 +43,10 @@ from harness import (
     check_database,
     content_digest,
     file_sha,
-    leftovers,
     make_db,
     mounted,
 )
+from test_restore_crash import leftovers
 
 from dbguard_plugin import Guard
 from dbguard_plugin.backup import BackupError
