@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal as posix_signal
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_restore import change_live, make_db, rows
 
 from dbguard_plugin import move as mover
 from dbguard_plugin import restore as engine
@@ -23,31 +23,6 @@ from dbguard_plugin.restore import RestoreError
 
 BACKUP_ROWS = [(i, f"backup-{i}") for i in range(1, 6)]
 LIVE_ROWS = [(i, f"live-{i}") for i in range(1, 4)]
-
-
-def make_db(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-    conn.executemany("INSERT INTO t VALUES (?, ?)", BACKUP_ROWS)
-    conn.commit()
-    conn.close()
-
-
-def change_live(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("DELETE FROM t WHERE id > 3")
-    conn.execute("UPDATE t SET v = 'live-' || id")
-    conn.commit()
-    conn.close()
-
-
-def rows(path: Path) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT * FROM t ORDER BY id").fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture
