@@ -79,8 +79,7 @@ def common(func: F) -> F:
     return func
 
 
-#: The databases open_guard() opened in this process (redacted): errors name the last one.
-_OPENED: list[str] = []
+_OPENED = "dbguard.database"
 
 
 def handle_errors(func: F) -> F:
@@ -99,7 +98,9 @@ def handle_errors(func: F) -> F:
         except sqlite3.DatabaseError as exc:
             # A database SQLite cannot read (damaged beyond quick_check): name it and say
             # what to do, never a traceback.
-            db = _OPENED[-1] if _OPENED else _options().db or config_path() or "database"
+            ctx = click.get_current_context(silent=True)
+            opened = ctx.meta.get(_OPENED) if ctx is not None else None
+            db = opened or _options().db or config_path() or "database"
             _fail(DbGuardError(
                 f"{db}: SQLite cannot read it ({exc}); see the runbook, 'Corrupt database': "
                 "stop the bot, move the damaged file aside, then 'dbguard restore ID --yes'"
@@ -144,7 +145,8 @@ def open_guard(recover: bool = True) -> Any:
             "no database given: use --db URL (e.g. --db sqlite:////path/tradesv3.sqlite) "
             "or --config PATH to the bot's config file"
         )
-    _OPENED.append(guard.location.redacted)
+    # This invocation's database (redacted), for errors that cannot name it themselves.
+    click.get_current_context().meta[_OPENED] = guard.location.redacted
     if recover:
         said = guard.recover()
         for sentence in said:
