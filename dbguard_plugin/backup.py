@@ -32,7 +32,7 @@ from dbguard_plugin import __version__, snapshot
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError
-from dbguard_plugin.files import fsync_dir, open_private, replace, write_atomic
+from dbguard_plugin.files import datasync, fsync_dir, open_private, replace, write_atomic
 from dbguard_plugin.location import DatabaseLocation
 from dbguard_plugin.manifest import REASONS, Manifest
 from dbguard_plugin.sqlite_facts import SqliteFacts, check, read_facts
@@ -289,7 +289,7 @@ def _copy_with_backup_api(
                 reach("backup:copying")
                 done = total - remaining
                 if done - flushed[0] >= every:
-                    _datasync(flush_fd)
+                    datasync(flush_fd)
                     flushed[0] = done
                 if progress is not None:
                     progress(done, total)
@@ -306,10 +306,6 @@ def _copy_with_backup_api(
     finally:
         src.close()
     return journal_mode
-
-
-def _datasync(fd: int) -> None:
-    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def _check_copy(

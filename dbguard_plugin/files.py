@@ -50,6 +50,11 @@ def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
         raise
 
 
+def datasync(fd: int) -> None:
+    """fdatasync where the platform has it (the data, not the metadata), else fsync."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
 _SCRATCH = itertools.count()
 
 

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from dbguard_plugin.backup import BackupError
 from dbguard_plugin.errors import ConfigError, DbGuardError
+from dbguard_plugin.files import datasync
 from dbguard_plugin.servers.credentials import scrub
 from dbguard_plugin.servers.params import ServerParams
 
@@ -99,7 +100,7 @@ class _Sink:
         return len(data)
 
     def flush(self) -> None:
-        pass
+        """Nothing is buffered here (the compressors call it); finish() makes it durable."""
 
     def feed(self, data: bytes) -> None:
         self._raw.update(data)
@@ -159,7 +160,7 @@ def stream_dump(
 
 def _datasync(fd: int) -> None:
     with contextlib.suppress(OSError):  # the caller's final fsync reports any error
-        getattr(os, "fdatasync", os.fsync)(fd)
+        datasync(fd)
 
 
 def _widen(fd: int) -> None:
