@@ -110,6 +110,10 @@ def copy_snapshot(
         raise SnapshotUnavailable(f"{source}: shorter than its snapshot and not in the WAL")
     if frames:
         _overlay(source, dest_fd, frames, page_size)
+    if copied < size and chunk is not None:
+        # The pages past the file's end came from the WAL: the copy is complete now, and
+        # its progress says so (it stopped short where the main file ended).
+        chunk(page_count, page_count)
     os.ftruncate(dest_fd, size)
     if journal_mode == "wal":
         # A backup is one self-contained file: mark it rollback-journal (header bytes

@@ -161,6 +161,30 @@ def test_snapshot_and_backup_api_copies_hold_the_same_database(db_path, db_url, 
     assert fast.schema_fingerprint == slow.schema_fingerprint
 
 
+def test_progress_reaches_the_total_when_the_last_pages_are_only_in_the_wal(
+    db_path, db_url, tmp_path
+):
+    """The main file ends before the snapshot does (the newest pages are WAL frames that
+    no checkpoint copied back yet): the copy is complete, and its progress must say so."""
+    make_db(db_path, "wal")
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    for k in range(1, 301):
+        conn.execute("INSERT INTO n VALUES (?, randomblob(600))", (k,))
+    steps: list[tuple[int, int]] = []
+    manifest = create_backup(locate(db_url), Catalog(tmp_path / "catalog"), "manual",
+                             settings=BackupSettings(step_pages=16),
+                             progress=lambda done, total: steps.append((done, total)))
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    main_file = db_path.stat().st_size  # before the last connection closes and checkpoints
+    conn.close()
+    assert manifest.copy_method == "snapshot"
+    total = steps[-1][1]
+    assert main_file < total * page_size, "the main file must end early"
+    assert steps[-1] == (total, total)
+    assert [done for done, _ in steps] == sorted(done for done, _ in steps)
+
+
 def test_without_the_copy_script_the_backup_api_takes_over(
     db_path, db_url, tmp_path, monkeypatch
 ):
