@@ -9,12 +9,15 @@ fill and stall the tool) and is scrubbed of the password before any message show
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import gzip
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -35,6 +38,48 @@ Progress = Callable[[int, int], None]
 
 class ToolError(DbGuardError):
     """A server tool failed; the message carries its scrubbed stderr."""
+
+
+#: prctl(2) option: the signal the kernel sends this process when its parent dies
+_PR_SET_PDEATHSIG = 1
+#: ``=1``: tools outlive a killed dbguard, as where PR_SET_PDEATHSIG does not exist;
+#: tests use it to prove the restore transaction alone cannot commit without its lease
+ORPHANS_ENV = "DBGUARD_ORPHAN_TOOLS"
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+# Resolved once, here: a forked child must not load libraries before it execs.
+_PRCTL = _load_prctl()
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes a server tool die (SIGKILL) when this process dies.
+
+    A killed dbguard must not leave a pg_restore, psql or mariadb behind that keeps
+    writing (or holding locks) with nobody to check or record what it did. Linux only
+    (PR_SET_PDEATHSIG); elsewhere None, and the restore's own transaction still cannot
+    commit without its lease (see :mod:`dbguard_plugin.servers.restore`).
+    """
+    prctl = _PRCTL
+    if prctl is None or os.environ.get(ORPHANS_ENV) == "1":
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
 
 
 def find_tool(name: str, package: str) -> str:
@@ -130,7 +175,7 @@ def stream_dump(
     sink = _Sink(fd, compression)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=err, env=env)
+                                stderr=err, env=env, preexec_fn=die_with_parent())
         try:
             if started is not None:
                 started(proc.pid)
@@ -180,7 +225,7 @@ def run_tool(
         proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE if feed is not None else
             (stdin if stdin is not None else subprocess.DEVNULL),
-            stdout=out, stderr=err, env=env,
+            stdout=out, stderr=err, env=env, preexec_fn=die_with_parent(),
         )
         try:
             if feed is not None:
