@@ -45,6 +45,9 @@ class Intent:
     config_path: str = ""
     old_url: str = ""
     new_url: str = ""
+    #: server restore: the token its replacement commits with the data (a row or table
+    #: on the server), so recovery can tell for certain whether it committed
+    marker: str = ""
 
     def at(self, step: str) -> Intent:
         return replace(self, step=step)

@@ -79,6 +79,9 @@ def _recover(guard: Guard) -> list[str]:
         return []
     if intent.operation == "move":
         return [move.recover(guard, intent)]
+    if guard.location.sqlite_path is None:  # a server restore: its commit marker decides
+        from dbguard_plugin.servers.restore import recover_server
+        return [recover_server(guard, intent)]
     live = restore.live_path(guard)
     what = f"{intent.operation} of backup {intent.backup_id}"
     committed = restore.schema_version(live) != intent.schema_version

@@ -6,15 +6,27 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from dbguard_plugin.errors import DbGuardError
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.servers.params import ServerParams
 from dbguard_plugin.servers.tools import Digests, Progress
 
+if TYPE_CHECKING:
+    from dbguard_plugin.servers.lease import ServerLease
+
 #: dbguard's own table on the server (who holds the lease, and why). Never dumped,
 #: restored, counted or fingerprinted: it describes the server now, not the data.
 HOLDERS_TABLE = "dbguard_holders"
+#: dbguard's commit markers of restores (see :mod:`dbguard_plugin.servers.restore`);
+#: like the holders table, never dumped, counted or fingerprinted.
+RESTORES_TABLE = "dbguard_restores"
+
+
+class OutcomeUnknown(DbGuardError):
+    """A replacement was started and this process cannot tell whether it committed;
+    the operation journal stays, and recovery decides by the commit marker."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,19 @@ class Dialect(Protocol):
 
     def verify_archive(self, path: Path, manifest: Manifest) -> list[str]: ...
 
-    def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float) -> None: ...
+    def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float,
+                        lease: ServerLease, marker: str) -> None:
+        """Replace the live tables atomically, with *marker* committed in the same step.
+
+        Returns when the replacement committed; raises OutcomeUnknown when that cannot be
+        told, and any other error when it certainly did not commit.
+        """
+
+    def committed(self, marker: str) -> bool | None:
+        """Whether the replacement tagged *marker* committed; None while it may still."""
+
+    def forget(self, marker: str) -> None:
+        """Drop the marker once the journal no longer names it."""
 
     def live_facts(self) -> LiveFacts: ...
 

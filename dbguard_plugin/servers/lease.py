@@ -154,6 +154,54 @@ class ServerLease(Lease):
                 locks.release_exclusive()
             self._exclusive_held = False
 
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[Any]:
+        """The lease's own connection, for statements that must live and die with the
+        lease: a statement running on it ends before the server releases its locks."""
+        with self._server():
+            yield self._conn
+
+    def lend(self) -> Callable[[float], bool]:
+        """PostgreSQL: hand the exclusive orders lock to the restore transaction queued
+        for it, and queue again right behind that transaction.
+
+        The caller must have seen the transaction waiting for the lock: the lock then
+        goes straight to it, and comes straight back when it commits or aborts, so no
+        bot is admitted in between. Returns ``take_back(timeout)``: True once the lock
+        is ours again; False when it was not within *timeout* after the caller saw the
+        transaction end (the lease is then lost, and the caller must say so).
+        """
+        with self._server() as locks:
+            if not (self._exclusive_held and isinstance(locks, PgLocks)):
+                raise DbGuardError("only a PostgreSQL lease held exclusive can be lent")
+            locks.release_exclusive()
+            conn = self._conn
+        back = threading.Event()
+        held: list[bool] = []
+
+        def wait() -> None:
+            try:
+                with self._server() as again:
+                    assert isinstance(again, PgLocks)
+                    again.wait_exclusive()
+                held.append(True)
+            except DbGuardError:  # cancelled, or the connection failed: its locks are gone
+                held.append(False)
+            finally:
+                back.set()
+
+        threading.Thread(target=wait, name="dbguard-lease-back", daemon=True).start()
+
+        def take_back(timeout: float) -> bool:
+            if not back.wait(timeout):
+                with contextlib.suppress(Exception):
+                    conn.cancel()
+                back.wait()
+            self._exclusive_held = bool(held and held[0])
+            return self._exclusive_held
+
+        return take_back
+
     # -- anyone --------------------------------------------------------------------------
 
     def probe(self) -> LeaseView:

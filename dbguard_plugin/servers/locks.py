@@ -82,6 +82,18 @@ class PgLocks:
     def release_exclusive(self) -> None:
         self._call("pg_advisory_unlock", PG_ORDERS)
 
+    def wait_exclusive(self) -> None:
+        """Queue for the orders lock exclusive and wait, however long, until it is ours.
+
+        Only used right behind a restore transaction the lock was lent to: PostgreSQL
+        grants it to this connection the moment that transaction ends, before any bot's
+        try-lock can get in (a new request never jumps a conflicting waiter).
+        """
+        with self.conn.transaction():  # session-level: the lock outlives this transaction
+            self.conn.execute("SET LOCAL lock_timeout = 0")
+            self.conn.execute("SET LOCAL statement_timeout = 0")
+            self.conn.execute(f"SELECT pg_advisory_lock({PG_CLASS}, {PG_ORDERS})")
+
     def holders(self) -> Holders:
         with self.conn.cursor() as cur:
             cur.execute(

@@ -7,6 +7,11 @@ archive into a scratch database beside the live one, checks it there, and then s
 every table in with ONE ``RENAME TABLE`` statement, which is atomic: the bot sees the
 old tables or the new ones. The old tables go to a second scratch database that is
 dropped once the swap has been checked.
+
+The RENAME runs on the lease's own connection: MariaDB releases that connection's named
+locks only when its thread ends, after the RENAME finished or was abandoned, so the swap
+can never happen once the lease is gone. It also moves a one-row marker table in, so
+whether it happened can be read afterwards (see :meth:`MariaDB.committed`).
 """
 
 from __future__ import annotations
@@ -16,15 +21,18 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.servers.credentials import mariadb_option_file, scrub
 from dbguard_plugin.servers.dialect import (
     HOLDERS_TABLE,
+    RESTORES_TABLE,
     DumpResult,
     LiveFacts,
+    OutcomeUnknown,
     compare,
     fingerprint,
 )
@@ -39,6 +47,9 @@ from dbguard_plugin.servers.tools import (
     stream_dump,
 )
 
+if TYPE_CHECKING:
+    from dbguard_plugin.servers.lease import ServerLease
+
 _PACKAGE = "the MariaDB client tools (e.g. the mariadb-client package)"
 #: Scratch databases of restores, dbguard_r_<hash of the database>_n_<random> for the
 #: restored tables and ..._o_<random> for the old ones.
@@ -49,11 +60,12 @@ _COLUMNS = f"""
     JOIN information_schema.TABLES t
       ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
     WHERE c.TABLE_SCHEMA = %s AND t.TABLE_TYPE = 'BASE TABLE'
-      AND c.TABLE_NAME <> '{HOLDERS_TABLE}'
+      AND c.TABLE_NAME NOT IN ('{HOLDERS_TABLE}', '{RESTORES_TABLE}')
 """
 _TABLES = f"""
     SELECT TABLE_NAME FROM information_schema.TABLES
-    WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE' AND TABLE_NAME <> '{HOLDERS_TABLE}'
+    WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'
+      AND TABLE_NAME NOT IN ('{HOLDERS_TABLE}', '{RESTORES_TABLE}')
     ORDER BY TABLE_NAME
 """
 
@@ -141,7 +153,8 @@ class MariaDB:
             tool, f"--defaults-extra-file={option_file}",  # must come first
             "--single-transaction", "--quick", "--skip-lock-tables", "--no-tablespaces",
             "--routines", "--triggers", "--default-character-set=utf8mb4",
-            f"--ignore-table={db}.{HOLDERS_TABLE}", "--", db,
+            f"--ignore-table={db}.{HOLDERS_TABLE}", f"--ignore-table={db}.{RESTORES_TABLE}",
+            "--", db,
         ]
 
     def dump(self, fd: int, compression: str, progress: Progress | None,
@@ -206,8 +219,10 @@ class MariaDB:
 
     # -- restore -----------------------------------------------------------------------
 
-    def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float) -> None:
-        """Load into a scratch database, check it there, swap it in with one RENAME."""
+    def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float,
+                        lease: ServerLease, marker: str) -> None:
+        """Load into a scratch database, check it there, swap it in with one RENAME on
+        the lease's connection, *marker* moving in with the tables."""
         live_db = self.params.database
         tag = secrets.token_hex(4)
         new_db, old_db = f"{self._scratch}n_{tag}", f"{self._scratch}o_{tag}"
@@ -225,7 +240,12 @@ class MariaDB:
                 problems = compare(manifest, loaded, f"scratch database {new_db}")
                 if problems:
                     raise VerificationError("; ".join(problems))
-                self._swap(conn, live_db, new_db, old_db, lock_timeout)
+                self.query(conn, f"CREATE TABLE {quote(new_db)}.{RESTORES_TABLE} "
+                           "(token VARCHAR(64) PRIMARY KEY) ENGINE=InnoDB")
+                self.query(conn, f"INSERT INTO {quote(new_db)}.{RESTORES_TABLE} VALUES (%s)",
+                           (marker,))
+                reach("server-restore:replacing")
+                self._swap(lease, live_db, new_db, old_db, lock_timeout)
             finally:
                 for name in (new_db, old_db):
                     with contextlib.suppress(Exception):
@@ -240,23 +260,58 @@ class MariaDB:
                       "--default-character-set=utf8mb4", f"--database={database}"],
                      dict(_env()), self.params, feed=path, compression=manifest.compression)
 
-    def _swap(self, conn: Any, live_db: str, new_db: str, old_db: str,
+    def _swap(self, lease: ServerLease, live_db: str, new_db: str, old_db: str,
               lock_timeout: float) -> None:
+        pymysql = _pymysql()
+        with lease.pinned() as conn:
+            try:
+                self._rename(conn, live_db, new_db, old_db, lock_timeout)
+            except pymysql.Error as exc:
+                error = scrub(str(exc), self.params)
+                if not conn.open:  # the server may still have finished it
+                    raise OutcomeUnknown(f"the lease connection was lost during the swap "
+                                         f"({error})") from None
+                raise ToolError(f"swapping the restored tables in failed ({error}); the "
+                                "database is unchanged") from None
+
+    def _rename(self, conn: Any, live_db: str, new_db: str, old_db: str,
+                lock_timeout: float) -> None:
         live, new = set(self._tables(conn, live_db)), set(self._tables(conn, new_db))
         pairs = [f"{quote(live_db)}.{quote(t)} TO {quote(old_db)}.{quote(t)}"
                  for t in sorted(live)]
         pairs += [f"{quote(new_db)}.{quote(t)} TO {quote(live_db)}.{quote(t)}"
                   for t in sorted(new)]
-        if not pairs:
-            return
+        if self.query(conn, "SELECT count(*) FROM information_schema.TABLES WHERE "
+                      "TABLE_SCHEMA = %s AND TABLE_NAME = %s", (live_db, RESTORES_TABLE))[0][0]:
+            pairs.append(f"{quote(live_db)}.{RESTORES_TABLE} TO {quote(old_db)}.{RESTORES_TABLE}")
+        pairs.append(f"{quote(new_db)}.{RESTORES_TABLE} TO {quote(live_db)}.{RESTORES_TABLE}")
         self.query(conn, f"SET SESSION lock_wait_timeout = {max(1, int(lock_timeout))}")
         try:
             # ONE statement: MariaDB renames every pair or none of them
             self.query(conn, "RENAME TABLE " + ", ".join(pairs))
-        except _pymysql().Error as exc:
-            raise ToolError(f"swapping the restored tables in failed "
-                            f"({scrub(str(exc), self.params)}); the database is unchanged"
-                            ) from None
+        finally:
+            if conn.open:  # the lease's connection lives on: its other statements must
+                with contextlib.suppress(_pymysql().Error):  # not wait that long
+                    self.query(conn, "SET SESSION lock_wait_timeout = DEFAULT")
+
+    def committed(self, marker: str) -> bool:
+        """Whether the swap tagged *marker* happened: its marker table moved in with it.
+
+        Final whenever the lease is free or ours: the RENAME ran on the lease's own
+        connection, whose locks outlive any statement still running on it.
+        """
+        conn = self.connect()
+        try:
+            return bool(self.query(
+                conn, "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                "AND TABLE_NAME = %s", (self.params.database, RESTORES_TABLE))[0][0]
+                and self.query(conn, f"SELECT count(*) FROM {RESTORES_TABLE} WHERE token = %s",
+                               (marker,))[0][0])
+        finally:
+            conn.close()
+
+    def forget(self, marker: str) -> None:
+        """Nothing: the marker table holds one row, swapped out by the next restore."""
 
     def cleanup(self) -> None:
         """Drop scratch databases a killed restore left (never the live database)."""

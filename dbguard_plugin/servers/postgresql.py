@@ -3,37 +3,59 @@
 The backup exports a snapshot from a REPEATABLE READ transaction and hands it to
 ``pg_dump --snapshot``; the same transaction counts every table's rows meanwhile, so the
 manifest's row counts are those of exactly the data in the archive. The restore pipes
-``pg_restore --clean`` into ``psql --single-transaction``: the whole replacement (drop,
+``pg_restore --single-transaction --clean`` into ``psql``: the whole replacement (drop,
 create, copy, constraints) commits as one transaction or not at all, with the bot's
-connections open. Locks on the live tables are taken first with a bounded
-``lock_timeout``, because the restore script itself resets lock_timeout to 0.
+connections open, and only once pg_restore wrote its last line (its COMMIT). Locks on
+the live tables are taken first with a bounded ``lock_timeout``, because the restore
+script itself resets lock_timeout to 0.
+
+The lease is lent to that transaction (see :meth:`PostgreSQL.restore_archive`): it
+holds the orders lock itself until it commits or aborts, so it can neither commit
+after its lease is gone nor leave the lease free while it may still commit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from dbguard_plugin.backup import BackupError
+from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.servers.credentials import pg_env, scrub
-from dbguard_plugin.servers.dialect import HOLDERS_TABLE, DumpResult, LiveFacts, fingerprint
+from dbguard_plugin.servers.dialect import (
+    HOLDERS_TABLE,
+    RESTORES_TABLE,
+    DumpResult,
+    LiveFacts,
+    OutcomeUnknown,
+    fingerprint,
+)
+from dbguard_plugin.servers.locks import PG_CLASS, PG_ORDERS
 from dbguard_plugin.servers.params import ServerParams
 from dbguard_plugin.servers.tools import (
     Progress,
     ToolError,
     _failure,
+    die_with_parent,
     find_tool,
     run_tool,
     stream_dump,
 )
+
+if TYPE_CHECKING:
+    from dbguard_plugin.servers.lease import ServerLease
+
+log = logging.getLogger(__name__)
 
 _PACKAGE = "the PostgreSQL client tools (e.g. the postgresql-client package)"
 #: libpq connection settings a URL's query string may carry through to psycopg
@@ -44,7 +66,7 @@ _TABLES = f"""
     SELECT n.nspname, c.relname FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'
-      AND n.nspname !~ '^pg_' AND c.relname <> '{HOLDERS_TABLE}'
+      AND n.nspname !~ '^pg_' AND c.relname NOT IN ('{HOLDERS_TABLE}', '{RESTORES_TABLE}')
     ORDER BY 1, 2
 """
 _COLUMNS = f"""
@@ -54,9 +76,23 @@ _COLUMNS = f"""
     JOIN information_schema.tables t
       ON t.table_schema = c.table_schema AND t.table_name = c.table_name
     WHERE t.table_type = 'BASE TABLE' AND c.table_schema <> 'information_schema'
-      AND c.table_schema !~ '^pg_' AND c.table_name <> '{HOLDERS_TABLE}'
+      AND c.table_schema !~ '^pg_'
+      AND c.table_name NOT IN ('{HOLDERS_TABLE}', '{RESTORES_TABLE}')
 """
 _TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ", re.MULTILINE)
+#: The restore transaction's application_name: how dbguard finds its backend.
+_APP = "dbguard-restore:"
+_CREATE_RESTORES = f"""CREATE TABLE IF NOT EXISTS {RESTORES_TABLE} (
+    token varchar(64) PRIMARY KEY, state varchar(16) NOT NULL,
+    updated timestamptz NOT NULL DEFAULT now())"""
+#: the restore transaction of *marker* (by application_name) waits for the orders lock
+_QUEUED = f"""
+    SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE a.application_name = %s AND l.locktype = 'advisory' AND NOT l.granted
+      AND l.classid = {PG_CLASS} AND l.objid = {PG_ORDERS} AND l.objsubid = 2
+      AND l.mode = 'ExclusiveLock' AND l.database =
+          (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 
 
 def _psycopg() -> Any:
@@ -165,7 +201,8 @@ class PostgreSQL:
             try:
                 digests = stream_dump(
                     [pg_dump, "--format=custom", f"--snapshot={snapshot}",
-                     f"--exclude-table=*.{HOLDERS_TABLE}"],
+                     f"--exclude-table=*.{HOLDERS_TABLE}",
+                     f"--exclude-table=*.{RESTORES_TABLE}"],
                     pg_env(self.params), fd, self.params, progress=progress, started=started,
                 )
             finally:
@@ -200,55 +237,221 @@ class PostgreSQL:
 
     # -- restore -----------------------------------------------------------------------
 
-    def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float) -> None:
-        """Replace the database's tables with the archive's in ONE transaction."""
+    def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float,
+                        lease: ServerLease, marker: str) -> None:
+        """Replace the database's tables with the archive's in ONE transaction that holds
+        the lease itself and commits *marker* with the data.
+
+        The transaction's first statement queues for the orders lock while *lease* still
+        holds it. Once dbguard sees it waiting, it records *marker* as handed over and
+        lends the lock: PostgreSQL grants it to the waiting transaction at once (a bot's
+        try-lock never jumps a conflicting waiter), and dbguard queues again right
+        behind. The transaction goes on only if it finds *marker* handed over, so one
+        that queued after a killed dbguard's lease was gone aborts; it marks *marker*
+        committed, which becomes visible exactly when (and if) the data commits.
+        """
+        if not re.fullmatch(r"[0-9a-f]{8,32}", marker):
+            raise ValueError(f"not a restore marker: {marker!r}")
         pg_restore = find_tool("pg_restore", _PACKAGE)
         psql = find_tool("psql", _PACKAGE)
-        sql = _psycopg().sql
+        table, prelude = self._prelude(manifest, lock_timeout, marker)
+        env = pg_env(self.params, PGAPPNAME=_APP + marker)
+        with tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2, \
+                tempfile.TemporaryFile() as out:
+            script, applier = _start(pg_restore, psql, path, prelude, env, (err1, err2, out))
+            try:
+                reach("server-restore:spawned")
+                take_back = self._hand_over(lease, table, marker, applier, lock_timeout)
+                if take_back is not None:
+                    reach("server-restore:replacing")
+                applied, scripted = applier.wait(), script.wait()
+            except BaseException:
+                _kill(applier, script)
+                raise
+            if take_back is None:  # psql ended before it queued: the lease never left us
+                raise ToolError(_failure(psql, applied, err2, self.params))
+
+            def failure() -> str:
+                if scripted != 0:
+                    return _failure(pg_restore, scripted, err1, self.params)
+                if applied != 0:
+                    return _failure(psql, applied, err2, self.params)
+                return "the restore transaction ended without committing"
+
+            self._settle(take_back, marker, max(lock_timeout, 1.0) + 10.0, failure)
+
+    def _prelude(self, manifest: Manifest, lock_timeout: float,
+                 marker: str) -> tuple[str, str]:
+        """(the markers table's name, the statements the restore transaction runs first)."""
+        psycopg = _psycopg()
+        sql = psycopg.sql
         conn = self.connect()
         try:
+            try:
+                conn.execute(_CREATE_RESTORES)
+            except psycopg.Error as exc:
+                if _restores_table(conn) is None:
+                    raise ToolError(f"cannot create {RESTORES_TABLE}, which makes the "
+                                    f"restore's commit provable ({scrub(str(exc), self.params)})"
+                                    ) from None
+            table = _restores_table(conn)
+            if table is None:  # created a moment ago: only a concurrent DROP gets here
+                raise ToolError(f"{RESTORES_TABLE} vanished while the restore started")
             live = self._tables(conn)
             names = [sql.Identifier(s, t).as_string(conn) for s, t in live]
             extras = [sql.Identifier(s, t).as_string(conn) for s, t in live
                       if key(s, t) not in manifest.tables]
         finally:
             conn.close()
-        prelude = [f"SET LOCAL lock_timeout = '{max(1, int(lock_timeout * 1000))}ms'"]
+        prelude = [
+            "BEGIN",
+            # Waiting for the lease must not time out: dbguard hands it over only after it
+            # saw this wait, and a wait given up then would leave the lease free.
+            "SET LOCAL lock_timeout = 0", "SET LOCAL statement_timeout = 0",
+            f"SELECT pg_advisory_xact_lock({PG_CLASS}, {PG_ORDERS})",
+            f"DO $dbguard$ BEGIN UPDATE {table} SET state = 'committed', updated = now() "
+            f"WHERE token = '{marker}' AND state = 'handed'; IF NOT FOUND THEN RAISE "
+            "EXCEPTION 'dbguard: the lease was not handed to this restore'; END IF; "
+            "END $dbguard$",
+            f"SET LOCAL lock_timeout = '{max(1, int(lock_timeout * 1000))}ms'",
+        ]
         if names:
             prelude.append(f"LOCK TABLE {', '.join(names)} IN ACCESS EXCLUSIVE MODE")
         if extras:  # tables created after the backup: the restored database has none
             prelude.append(f"DROP TABLE IF EXISTS {', '.join(extras)} CASCADE")
-        env = pg_env(self.params)
-        with tempfile.TemporaryFile() as err1, tempfile.TemporaryFile() as err2, \
-                tempfile.TemporaryFile() as out:
-            script = subprocess.Popen(
-                [pg_restore, "--clean", "--if-exists", "--file=-", str(path)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err1, env=env,
-            )
+        return table, "; ".join(prelude)
+
+    def _hand_over(self, lease: ServerLease, table: str, marker: str,
+                   applier: subprocess.Popen[bytes],
+                   lock_timeout: float) -> Callable[[float], bool] | None:
+        """Lend the lease once the restore transaction waits for it (see restore_archive);
+        ``take_back``, or None when psql ended before it queued."""
+        allowed = lock_timeout + 30.0  # psql starts and connects first
+        deadline = time.monotonic() + allowed
+        delay = 0.002
+        while True:
+            with lease.pinned() as conn:
+                queued = bool(conn.execute(_QUEUED, (_APP + marker,)).fetchone()[0])
+            if queued:
+                break
+            if applier.poll() is not None:
+                return None
+            if time.monotonic() >= deadline:
+                raise ToolError(f"psql did not start the restore transaction within "
+                                f"{allowed:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        try:
+            # Recorded only now, once it waits: a transaction that queued later (after a
+            # killed dbguard's lease was gone) finds no handed marker and cannot go on.
+            with lease.pinned() as conn:
+                conn.execute(f"INSERT INTO {table} (token, state) VALUES (%s, 'handed')",
+                             (marker,))
+            return lease.lend()
+        except Exception as exc:  # the marker may be on the server and the lock gone
+            raise OutcomeUnknown(f"handing the lease to the restore transaction failed "
+                                 f"({scrub(str(exc), self.params)})") from None
+
+    def _settle(self, take_back: Callable[[float], bool], marker: str, wait: float,
+                failure: Callable[[], str]) -> None:
+        """Return when the restore transaction committed; ToolError when it did not."""
+        try:
+            back = take_back(wait)
+        except Exception as exc:
+            raise OutcomeUnknown(f"taking the lease back failed ({scrub(str(exc), self.params)})"
+                                 ) from None
+        if not back:
+            raise OutcomeUnknown(f"the lease did not come back from the restore transaction "
+                                 f"within {wait:.0f} s of psql's end")
+        # The transaction held the lock from its start to its end, so it came back only
+        # once the transaction was over: the marker is final (its backend may linger).
+        try:
+            conn = self.connect()
             try:
-                applier = subprocess.Popen(
-                    [psql, "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
-                     "--single-transaction", "--command", "; ".join(prelude),
-                     "--file=-"],
-                    stdin=script.stdout, stdout=out, stderr=err2, env=env,
-                )
+                done = self._marker_state(conn, marker) == "committed"
             finally:
-                assert script.stdout is not None
-                script.stdout.close()  # psql owns the pipe now
-            try:
-                applied = applier.wait()
-                scripted = script.wait()
-            except BaseException:
-                for proc in (applier, script):
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    proc.wait()
-                raise
-            if scripted != 0:
-                raise ToolError(_failure(pg_restore, scripted, err1, self.params))
-            if applied != 0:
-                raise ToolError(_failure(psql, applied, err2, self.params)
-                                + " (rolled back: the database is unchanged)")
+                conn.close()
+        except Exception as exc:
+            raise OutcomeUnknown(f"reading the restore's commit marker failed "
+                                 f"({scrub(str(exc), self.params)})") from None
+        if not done:
+            raise ToolError(failure() + " (rolled back: the database is unchanged)")
+
+    def committed(self, marker: str) -> bool | None:
+        """True when the restore tagged *marker* committed; None while its transaction
+        is still open (its backend is alive), False when it ended without committing."""
+        conn = self.connect()
+        try:
+            if conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                            "= %s", (_APP + marker,)).fetchone()[0]:
+                return None
+            return self._marker_state(conn, marker) == "committed"
+        finally:
+            conn.close()
+
+    def _marker_state(self, conn: Any, marker: str) -> str | None:
+        table = _restores_table(conn)
+        if table is None:
+            return None
+        row = conn.execute(f"SELECT state FROM {table} WHERE token = %s", (marker,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def forget(self, marker: str) -> None:
+        """Delete the marker row (best effort: a leftover row is a few bytes, never read)."""
+        try:
+            conn = self.connect()
+        except DbGuardError:
+            return
+        try:
+            table = _restores_table(conn)
+            if table is not None:
+                conn.execute(f"DELETE FROM {table} WHERE token = %s", (marker,))
+        except _psycopg().Error as exc:
+            log.debug("dbguard: forgetting restore marker %s failed: %s", marker, exc)
+        finally:
+            conn.close()
 
     def cleanup(self) -> None:
         """Nothing: a single-transaction restore leaves nothing behind."""
+
+
+def _restores_table(conn: Any) -> str | None:
+    """The markers table's name as this connection resolves it (quoted), or None."""
+    row = conn.execute("SELECT to_regclass(%s)::text", (RESTORES_TABLE,)).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def _start(pg_restore: str, psql: str, path: Path, prelude: str, env: dict[str, str],
+           files: tuple[IO[bytes], IO[bytes], IO[bytes]],
+           ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """pg_restore's script piped into psql; both die with this process (Linux)."""
+    err1, err2, out = files
+    # --single-transaction: the script is one BEGIN ... COMMIT (large objects too), and
+    # ends in its COMMIT only when pg_restore wrote everything: a pg_restore that fails
+    # half way leaves psql an open transaction, which the server rolls back.
+    script = subprocess.Popen(
+        [pg_restore, "--single-transaction", "--clean", "--if-exists", "--file=-", str(path)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err1, env=env,
+        preexec_fn=die_with_parent(),
+    )
+    try:
+        applier = subprocess.Popen(
+            [psql, "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", "--command", prelude,
+             "--file=-"],
+            stdin=script.stdout, stdout=out, stderr=err2, env=env,
+            preexec_fn=die_with_parent(),
+        )
+    except BaseException:
+        _kill(script)
+        raise
+    finally:
+        assert script.stdout is not None
+        script.stdout.close()  # psql owns the pipe now
+    return script, applier
+
+
+def _kill(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
