@@ -1,4 +1,5 @@
-"""The append-only audit log of forced operations (JSON lines, 0600)."""
+"""The append-only audit log of forced operations and of operators' recovery decisions
+(JSON lines, 0600)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dbguard_plugin.files import append_line, private_dir
 from dbguard_plugin.status import HOSTNAME
 from dbguard_plugin.verdict import Verdict
+
+if TYPE_CHECKING:
+    from dbguard_plugin.journal import Intent
 
 
 def operator() -> str:
@@ -30,6 +35,27 @@ def record_force(path: Path, verdict: Verdict, who: str, database: str) -> None:
         "database": database,
         "operation": verdict.operation.value,
         "reasons_overridden": [reason.as_dict() for reason in verdict.reasons],
+    }
+    if not path.parent.is_dir():
+        private_dir(path.parent)
+    append_line(path, json.dumps(entry, sort_keys=True))
+
+
+def record_decision(path: Path, who: str, database: str, decision: str,
+                    interrupted: Intent) -> None:
+    """An operator's choice about an interrupted operation that recovery could not
+    decide: *decision* is what was done instead ("kept the database as it was", or the
+    restore that replaced it)."""
+    entry = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "who": who,
+        "pid": os.getpid(),
+        "host": HOSTNAME,
+        "database": database,
+        "operation": "recover",
+        "decision": decision,
+        "interrupted": {key: getattr(interrupted, key) for key in (
+            "operation", "step", "backup_id", "safety_id", "started", "undecided")},
     }
     if not path.parent.is_dir():
         private_dir(path.parent)

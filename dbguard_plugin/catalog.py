@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from dbguard_plugin.files import (
 )
 from dbguard_plugin.location import DatabaseLocation
 from dbguard_plugin.manifest import Manifest
-from dbguard_plugin.status import pid_alive
+from dbguard_plugin.status import HOSTNAME, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ _DATA = re.compile(
 _BASE = {"postgresql": ".pgdump", "mariadb": ".sql"}
 #: Scratch copies a verify or restore is reading: .tmp-read-<pid>-...
 _READER = re.compile(r"^\.tmp-read-(\d+)-")
+#: Pins of running operations: .pin-<pid>-<token>.json (see Catalog.pinning)
+_PIN = re.compile(r"^\.pin-(\d+)-[0-9a-f]+\.json$")
 
 
 class BackupNotFound(DbGuardError):
@@ -79,6 +82,9 @@ class Catalog:
     A marker file names that database, so two databases never share (and prune) one
     catalog, and a catalog is never the database's own directory.
     """
+
+    #: The pins of the operation running in this process (see pinning()), or None.
+    active_pins: Pins | None = None
 
     def __init__(self, directory: Path, database: DatabaseLocation | None = None) -> None:
         self.directory = directory
@@ -183,6 +189,52 @@ class Catalog:
         finally:
             fh.close()
 
+    # -- pins -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def pinning(self, operation: str) -> Iterator[Pins]:
+        """Pins for one operation, released on exit: every id this catalog allocates
+        meanwhile (the operation's safety backup) is pinned before its file exists, and
+        :meth:`pin` pins backups already there. Prune never deletes a pinned backup."""
+        pins = Pins(self, operation)
+        outer, self.active_pins = self.active_pins, pins
+        try:
+            yield pins
+        finally:
+            self.active_pins = outer
+            pins.release()
+
+    def pin(self, backup_id: str) -> Manifest:
+        """Pin backup *backup_id* for the operation inside :meth:`pinning`; raises
+        BackupNotFound when it is already gone."""
+        with self.locked():
+            manifest = self.get(backup_id)
+            if self.active_pins is not None:
+                self.active_pins.add_locked(backup_id)
+        return manifest
+
+    def pinned_ids(self, sweep: bool = False) -> set[str]:
+        """The ids running operations' pins hold. A pin of a dead process on this host
+        holds nothing; with *sweep* (call with the catalog lock held) its file goes."""
+        held: set[str] = set()
+        try:
+            names = [n for n in os.listdir(self.directory) if _PIN.match(n)]
+        except FileNotFoundError:
+            return held
+        for name in names:
+            try:
+                data = json.loads((self.directory / name).read_text(encoding="utf-8"))
+                pid, host, ids = int(data["pid"]), str(data["host"]), list(data["ids"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # removed meanwhile; pins are written whole (by rename)
+            if host == HOSTNAME and not pid_alive(pid):
+                if sweep:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.directory / name)
+                continue
+            held.update(str(i) for i in ids)
+        return held
+
     # -- names ----------------------------------------------------------------------
 
     def new_id(self, reason: str, now: float) -> str:
@@ -194,6 +246,10 @@ class Catalog:
         ):
             n += 1
             candidate = f"{base}-{n}"
+        if self.active_pins is not None:
+            # under the catalog lock, before the data file exists: no prune can see the
+            # new backup without its pin (see pinning())
+            self.active_pins.add_locked(candidate)
         return candidate
 
     def manifest_path(self, backup_id: str) -> Path:
@@ -319,3 +375,31 @@ class Catalog:
             fsync_dir(self.directory)
             log.info("dbguard: removed leftovers of interrupted backups: %s", ", ".join(removed))
         return removed
+
+
+class Pins:
+    """The backups one operation of this process needs: ``.pin-<pid>-<token>.json`` in
+    the catalog, which prune reads under the catalog lock. Named by pid, so that a pin
+    whose process died (SIGKILL) is recognised and holds nothing: from then on the
+    operation's journal, if it got that far, pins what recovery needs."""
+
+    def __init__(self, catalog: Catalog, operation: str) -> None:
+        self.catalog = catalog
+        self.operation = operation
+        self.ids: list[str] = []
+        self.path = catalog.directory / f".pin-{os.getpid()}-{secrets.token_hex(6)}.json"
+
+    def add_locked(self, backup_id: str) -> None:
+        """Pin *backup_id*; call with the catalog lock held."""
+        if backup_id in self.ids:
+            return
+        self.ids.append(backup_id)
+        # no fsync: after a power cut no process is alive, and no pin is needed
+        write_json_atomic(self.path, {"pid": os.getpid(), "host": HOSTNAME,
+                                      "operation": self.operation, "ids": self.ids,
+                                      "since": time.time()})
+
+    def release(self) -> None:
+        if self.ids:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)

@@ -1,7 +1,8 @@
 """The ``dbguard`` command.
 
 Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 vetoed,
-4 verification failed.
+4 verification failed, 5 undecided (``dbguard recover``: an interrupted operation
+awaits the operator's decision).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dbguard_plugin.events import Operation
 from dbguard_plugin.location import redact
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_VETOED, EXIT_VERIFY = 0, 1, 2, 3, 4
+#: ``dbguard recover``: an interrupted operation awaits the operator's decision.
+EXIT_UNDECIDED = 5
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -153,7 +156,18 @@ def open_guard(recover: bool = True) -> Any:
             click.echo(f"dbguard: recovered: {sentence}", err=True)
         if said:  # a finished move may have changed the configuration itself
             guard = Guard.from_config(path, db_url=db, profile=opts.profile)
+        _report_undecided(guard)
     return guard
+
+
+def _report_undecided(guard: Any) -> None:
+    """Tell the operator, on stderr and before the command's own output, about an
+    interrupted operation that awaits their decision; the command itself goes on."""
+    from dbguard_plugin.recovery import undecided
+
+    pending = undecided(guard)
+    for line in pending.lines() if pending is not None else ():
+        click.echo(f"dbguard: {line}", err=True)
 
 
 def _profile_database(name: str | None) -> bool:
@@ -190,7 +204,7 @@ def cli() -> None:
     """Guard a trading bot's database: no risky operation while orders are in flight.
 
     Exit codes: 0 ok, 1 failure, 2 usage or configuration error, 3 vetoed,
-    4 verification failed.
+    4 verification failed, 5 undecided (dbguard recover).
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -390,7 +404,8 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool,
                                  from_profile=from_profile, from_environment=source_env)
     emit(outcome.as_dict(),
          f"restored {outcome.backup_id} in {outcome.duration_s:.2f} s; "
-         f"'dbguard rollback' puts back safety backup {outcome.safety_id or '(none)'}")
+         f"'dbguard rollback' puts back safety backup {outcome.safety_id or '(none)'}"
+         + _resolved(outcome))
 
 
 def _restore_source(guard: Any, backup_id: str, from_profile: str | None,
@@ -447,7 +462,59 @@ def rollback(force: bool, yes: bool) -> None:
         outcome = engine.rollback(guard, force=force, progress=bar)
     emit(outcome.as_dict(),
          f"rolled back: the database holds {outcome.backup_id} again "
-         f"({outcome.duration_s:.2f} s); safety backup {outcome.safety_id or '(none)'}")
+         f"({outcome.duration_s:.2f} s); safety backup {outcome.safety_id or '(none)'}"
+         + _resolved(outcome))
+
+
+def _resolved(outcome: Any) -> str:
+    if not outcome.resolved:
+        return ""
+    return (f"\nthis settles the interrupted {outcome.resolved} that recovery could not "
+            "decide (recorded in the audit log)")
+
+
+@cli.command()
+@click.option("--keep", is_flag=True,
+              help="Keep the database as it is now and close the interrupted operation "
+              "recovery could not decide (recorded in the audit log).")
+@common
+@handle_errors
+def recover(keep: bool) -> None:
+    """Finish or undo an interrupted operation, or show why recovery could not decide.
+
+    Exit 0 when nothing is left pending, 5 when an interrupted operation awaits your
+    decision ('dbguard recover --keep', or 'dbguard restore SAFETY_ID --yes'), 1 when
+    one waits for the lease (a bot has orders in flight).
+    """
+    from dbguard_plugin import audit, journal, recovery
+
+    guard = open_guard(recover=False)
+    if keep:
+        kept = recovery.keep(guard, audit.operator())
+        safety = (f"; safety backup {kept.safety_id} stays in the catalog as an ordinary "
+                  "backup" if kept.safety_id else "")
+        emit({"kept": kept.as_dict()},
+             f"kept {kept.database} as it is: the interrupted {kept.operation} is closed "
+             f"(recorded in {guard.audit_path}){safety}")
+        return
+    said = recovery.recover(guard, reexamine=True)
+    pending = recovery.undecided(guard)
+    waiting = pending is None and journal.path_in(guard.location.state_dir).exists()
+    lines = [f"recovered: {sentence}" for sentence in said]
+    if pending is not None:
+        lines += pending.lines()
+    elif waiting:
+        lines.append("an interrupted operation waits for the lease (a bot has orders in "
+                     "flight, or an operation runs): run 'dbguard recover' again when the "
+                     "bot is idle")
+    elif not said:
+        lines.append(f"nothing to recover for {guard.location.redacted}")
+    emit({"recovered": said, "undecided": pending.as_dict() if pending else None,
+          "waiting": waiting}, "\n".join(lines))
+    if pending is not None:
+        sys.exit(EXIT_UNDECIDED)
+    if waiting:
+        sys.exit(EXIT_FAILURE)
 
 
 @cli.command()

@@ -324,17 +324,19 @@ class Guard:
         """Apply the retention policy to the catalog; return the backups removed."""
         policy = Retention(self.config.keep_last, self.config.keep_daily,
                            self.config.keep_weekly)
-        pinned = self.pinned_backups() | set(keep)
-        return prune(self.catalog, policy, pinned=pinned, dry_run=dry_run)
+        # the pins are read under the catalog lock, when prune holds it (see retention)
+        return prune(self.catalog, policy, pinned=keep, dry_run=dry_run,
+                     pins=self.pinned_backups)
 
     def pinned_backups(self) -> set[str]:
-        """Backups an operation still needs: an interrupted one's, and the safety backup
-        that ``dbguard rollback`` would restore."""
-        pinned: set[str] = set()
+        """Backups an operation still needs: a running one's (its pins), an interrupted
+        one's (its journal, and the undecided journals it carries), and the safety backup
+        that ``dbguard rollback`` would restore. Read in that order (see retention.prune)."""
+        pinned = self.catalog.pinned_ids()
         intent = journal.read(self.location.state_dir) if self.location.state_dir.is_dir() \
             else None
-        if intent is not None:
-            pinned.update(i for i in (intent.backup_id, intent.safety_id) if i)
+        for step in journal.chain(intent):
+            pinned.update(i for i in (step.backup_id, step.safety_id) if i)
         last = last_replacement(self)
         if last is not None and last.get("safety_id"):
             pinned.add(str(last["safety_id"]))
@@ -350,6 +352,10 @@ class Guard:
         log.error("dbguard: %s", why)
 
     def _resume_if_backed_up(self) -> bool:
+        # Whatever paused orders last (a failed backup, say), a new backup must not
+        # resume them while an interrupted operation awaits an operator's decision.
+        if journal.awaits_decision(self.location.state_dir):
+            return False
         session = self.state.session
         since = session.started_at if session is not None else 0.0
         try:

@@ -10,6 +10,7 @@ that fails at any point leaves the old database in use and no stray file at the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sqlite3
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dbguard_plugin import journal, signals
+from dbguard_plugin import evidence, journal, signals
 from dbguard_plugin.backup import BackupSettings, Progress, sqlite_uri
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.crashpoints import reach
@@ -138,7 +139,9 @@ def move(
 
 
 def recover(guard: Guard, intent: journal.Intent) -> str:
-    """Finish a move whose copy was in place, undo one whose copy was not."""
+    """Finish a move whose copy was in place, undo one whose copy was not. A switch is
+    finished only when that leaves no committed row behind (see _place_in_use); when
+    that cannot be told, the journal is marked undecided and "" returned."""
     tmp = Path(intent.tmp_path)
     new = Path(intent.new_path)
     if intent.step in ("copying", "renaming"):
@@ -148,13 +151,73 @@ def recover(guard: Guard, intent: journal.Intent) -> str:
         journal.clear(guard.location.state_dir)
         return (f"undid the interrupted move to {new}: the configuration still named the old "
                 "place, so the database stays where it was and the copy is gone")
+    place, found = _place_in_use(guard, intent)
+    if place == "old":
+        forget(intent)
+        journal.clear(guard.location.state_dir)
+        with contextlib.suppress(OSError):  # only when nothing but the journal was there
+            locate(intent.new_url).state_dir.rmdir()
+        return (f"undid the interrupted move to {new}: {found}, so the database stays "
+                f"where it was; the copy at {new} is kept: delete it when you no longer "
+                "need it")
+    if place != "new":
+        journal.write(guard.location.state_dir, dataclasses.replace(intent, undecided=found))
+        return ""
     _switch(guard, intent)
-    journal.clear(locate(intent.new_url).state_dir)
-    old_state = locate(intent.old_url).state_dir if intent.old_url else None
-    if old_state is not None:
-        journal.clear(old_state)
+    forget(intent)
     journal.clear(guard.location.state_dir)
-    return f"finished the interrupted move to {new}: the database now lives there"
+    kept = f"; {found}, and it is kept as it is" if found else ""
+    return f"finished the interrupted move to {new}: the database now lives there{kept}"
+
+
+def forget(intent: journal.Intent) -> None:
+    """Remove the journal of this move from both places' dbguard directories."""
+    for url in (intent.new_url, intent.old_url):
+        if not url:
+            continue
+        state_dir = locate(url).state_dir
+        there = journal.read(state_dir) if state_dir.is_dir() else None
+        if there is not None and (there.pid, there.started) == (intent.pid, intent.started):
+            journal.clear(state_dir)
+
+
+def _place_in_use(guard: Guard, intent: journal.Intent) -> tuple[str, str]:
+    """Where a switching move must leave the database: ("new", note) when finishing it
+    leaves no committed row behind (the old file is gone, holds exactly what the copy
+    holds, or is no longer what the configuration names), ("old", why) when the old
+    place is still named and its database changed after the copy, ("", what was
+    found) when that cannot be told."""
+    old = locate(intent.old_url).sqlite_path if intent.old_url else None
+    new = Path(intent.new_path)
+    if old is None or not old.exists():
+        return "new", ""
+    before = evidence.of_database(old, guard.config.busy_timeout)
+    after = evidence.of_database(new, guard.config.busy_timeout) if new.exists() else \
+        evidence.Found(None, f"the copy at {new} is gone")
+    if before.same_as(after):
+        return "new", ""
+    if before.digest is None or after.digest is None:
+        return "", "; ".join(s.problem for s in (before, after) if s.digest is None)
+    changed = f"{old} no longer holds what the copy at {new} holds"
+    named = _named_place(guard, intent)
+    if named == "new":
+        return "new", changed
+    if named == "old":
+        return "old", f"{changed}, and it is still the database in use"
+    return "", f"{changed}, and which of them is in use cannot be told"
+
+
+def _named_place(guard: Guard, intent: journal.Intent) -> str:
+    """Which place the bot uses: the one its config file names, else the one this
+    command was given; "" when the config names both or neither."""
+    if intent.config_path and os.path.isfile(intent.config_path):
+        text = Path(intent.config_path).read_text(encoding="utf-8")
+        names = {place for place, url in (("old", intent.old_url), ("new", intent.new_url))
+                 if any(f"{q}{url}{q}" in text for q in ('"', "'"))}
+        return names.pop() if len(names) == 1 else ""
+    here = guard.location.sqlite_path
+    return "new" if here == Path(intent.new_path) else \
+        "old" if here == locate(intent.old_url).sqlite_path else ""
 
 
 def _validate_target(old: Path, new_path: str) -> Path:

@@ -7,6 +7,11 @@ snapshot is written INTO the live database with SQLite's backup API, which is on
 journaled transaction (safe with the bot's connections open, no rename of a file that
 may be open); the result is checked; on any failure the safety backup goes back the
 same way. See DESIGN.md, "SQLite facts" 4 and 6.
+
+What a restore needs (the backup, and its safety backup from the moment its id exists)
+is pinned against prune in every process from its first step to its last. A journal
+that recovery could not decide is carried in the restore's own (``previous``): the
+restore settles it when it succeeds, and it is pending again when the restore is undone.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class Outcome:
     database: str
     duration_s: float
     preview: dict[str, Any] | None = None
+    #: the interrupted operation recovery could not decide that this one resolved, if any
+    resolved: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,36 +116,38 @@ def restore(
     """Write backup *backup_id* into the live database; see the module docstring.
 
     A backup taken in another profile needs *from_profile* naming it (and its
-    *from_environment*); see :func:`check_profile`.
+    *from_environment*); see :func:`check_profile`. From the first step to the last, the
+    backup and (from the moment its id exists) the safety backup are pinned: a prune in
+    any process, a cron job's, cannot take either.
     """
-    if guard.location.sqlite_path is None:  # a server database: the servers' own engine
-        from dbguard_plugin.servers.restore import restore_server
+    with guard.catalog.pinning(operation):
+        manifest = guard.catalog.pin(backup_id)
+        check_profile(guard, manifest, from_profile, from_environment, force=force, who=who)
+        if guard.location.sqlite_path is None:  # a server database: the servers' own engine
+            from dbguard_plugin.servers.restore import restore_server
 
-        check_profile(guard, guard.catalog.get(backup_id), from_profile, from_environment,
-                      force=force, who=who)
-        return restore_server(guard, backup_id, force=force, who=who, operation=operation)
+            return restore_server(guard, backup_id, force=force, who=who, operation=operation)
+        if from_profile is None and not force and not guard.catalog.belongs_here(manifest.source):
+            # A file copied in from another bot's catalog: its checksum is fine, it is
+            # simply not this database.
+            raise RestoreError(
+                f"backup {manifest.id} in {guard.catalog.directory} was taken of "
+                f"{manifest.source}, not of {guard.location.redacted}; nothing was changed. "
+                "Restore it anyway with --force, or take it from its own profile with "
+                "--from-profile NAME"
+            )
+        return _restore_sqlite(guard, manifest, force=force, who=who, progress=progress,
+                               operation=operation)
+
+
+def _restore_sqlite(guard: Guard, manifest: Manifest, *, force: bool, who: str | None,
+                    progress: Progress | None, operation: str) -> Outcome:
     clock = time.monotonic()
     live = live_path(guard)
-    manifest = guard.catalog.get(backup_id)
-    check_profile(guard, manifest, from_profile, from_environment, force=force, who=who)
-    if from_profile is None and not force and not guard.catalog.belongs_here(manifest.source):
-        # A file copied in from another bot's catalog: its checksum is fine, it is
-        # simply not this database.
-        raise RestoreError(
-            f"backup {manifest.id} in {guard.catalog.directory} was taken of "
-            f"{manifest.source}, not of {guard.location.redacted}; nothing was changed. "
-            "Restore it anyway with --force, or take it from its own profile with "
-            "--from-profile NAME"
-        )
     with guard.operation(Operation.RESTORE, force=force, who=who):
         reach("restore:locked")
-        result = verify_backup(guard.catalog, manifest, guard.config.restore_check)
-        if not result.ok:
-            guard.catalog.record_verification(manifest, False)
-            raise VerificationError(
-                f"backup {manifest.id} failed verification; nothing was changed: "
-                + "; ".join(result.problems)
-            )
+        previous = _settle(guard)
+        _verify(guard, manifest)
         reach("restore:verified")
         stored = guard.catalog.data_path(manifest)
         with opened_copy(stored, manifest.compression, guard.catalog.directory) as plain:
@@ -149,60 +158,104 @@ def restore(
                               guard.config.open_trades, rows_lost=False)
             if changes.drops_open_positions:
                 _allow_dropping(guard, manifest, changes, force, who)
-            try:
-                # keep=: the prune after the safety backup must not take the one restored
-                safety_id = guard.backup("pre-restore", keep=(manifest.id,)).id
-            except NothingToBackUp:
-                safety_id = ""  # no live database yet: nothing to put back
-            except VerificationError as exc:
-                # The live database itself is damaged: replacing it is the point of this
-                # restore. Keep it as found (unverified) so nothing is lost, and go on.
-                log.warning("%s: the live database fails its check (%s); keeping it as "
-                            "found in an unverified safety backup", live, exc)
-                safety_id = guard.backup("pre-restore", keep=(manifest.id,),
-                                         keep_damaged=True).id
+            safety = _safety_backup(guard, manifest, live)
             reach("restore:safety-done")
             intent = journal.Intent(
                 operation=operation, step="restoring", backup_id=manifest.id,
-                safety_id=safety_id, database=guard.location.redacted,
-                schema_version=schema_version(live),
+                safety_id=safety.id if safety else "", database=guard.location.redacted,
+                schema_version=schema_version(live), backup_sha256=manifest.sha256,
+                safety_sha256=safety.sha256 if safety else "",
+                previous=asdict(previous) if previous is not None else None,
             )
             journal.write(guard.location.state_dir, intent)
             reach("restore:journal-written")
             signals.notify(signals.restore_started, guard, backup_id=manifest.id,
                            operation=operation)
-            try:
-                counts = write_into(live, plain, guard.config.busy_timeout, progress)
-                reach("restore:copied")
-                # quick_check: the pages came from a backup verified moments ago; the
-                # schema and row counts below catch a copy that went wrong
-                post_check(live, manifest, "quick_check", counts)
-                reach("restore:checked")
-            except Exception as exc:
-                try:
-                    undone = _undo(guard, intent, live)
-                except Exception as undo_exc:
-                    # e.g. the disk that filled during the copy is still full: the journal
-                    # stays, and the next dbguard command finishes the undo.
-                    signals.notify(signals.restore_failed, guard, backup_id=manifest.id,
-                                   error=str(exc), rolled_back=False)
-                    raise RestoreError(
-                        f"{operation} of {manifest.id} into {live} failed ({exc}), and "
-                        f"putting safety backup {safety_id} back failed too ({undo_exc}); "
-                        "the operation journal is kept: fix the cause (free disk space, "
-                        "permissions), then run any dbguard command (e.g. 'dbguard status') "
-                        "and it finishes putting the database back"
-                    ) from None
-                signals.notify(signals.restore_failed, guard, backup_id=manifest.id,
-                               error=str(exc), rolled_back=undone)
-                state = (f"the database was put back from safety backup {safety_id}"
-                         if undone else "there was no live database to put back")
-                raise RestoreError(f"{operation} of {manifest.id} failed ({exc}); {state}") \
-                    from None
+            _write(guard, intent, live, plain, manifest, progress)
         finish(guard, intent)
-        replaced(guard, Operation.RESTORE, manifest.id, safety_id, operation)  # lease held
-    return Outcome(operation, manifest.id, safety_id, guard.location.redacted,
-                   round(time.monotonic() - clock, 3), changes.as_dict())
+        replaced(guard, Operation.RESTORE, manifest.id, intent.safety_id, operation)  # lease held
+    resolved = previous.operation if previous is not None else ""
+    return Outcome(operation, manifest.id, intent.safety_id, guard.location.redacted,
+                   round(time.monotonic() - clock, 3), changes.as_dict(), resolved)
+
+
+def _settle(guard: Guard) -> journal.Intent | None:
+    """With the lease ours, settle a journal this command's recovery had to leave (the
+    lease was busy then). Returns the journal recovery could not decide, which this
+    restore resolves when it succeeds (an operator's choice), or None."""
+    state_dir = guard.location.state_dir
+    if not journal.path_in(state_dir).exists():
+        return None
+    from dbguard_plugin.recovery import recover
+
+    recover(guard)
+    pending = journal.read(state_dir)
+    if pending is not None and not pending.undecided:
+        raise RestoreError(
+            f"the interrupted {pending.operation} journaled in {state_dir} could not be "
+            "finished or undone yet (see the messages above); nothing was changed"
+        )
+    return pending
+
+
+def _verify(guard: Guard, manifest: Manifest) -> None:
+    result = verify_backup(guard.catalog, manifest, guard.config.restore_check)
+    if not result.ok:
+        guard.catalog.record_verification(manifest, False)
+        raise VerificationError(
+            f"backup {manifest.id} failed verification; nothing was changed: "
+            + "; ".join(result.problems)
+        )
+
+
+def _safety_backup(guard: Guard, manifest: Manifest, live: Path) -> Manifest | None:
+    """The pre-restore backup of the live database (pinned from its allocation, see
+    restore()); None when there is no live database yet: nothing to put back."""
+    try:
+        # keep=: the prune after the safety backup must not take the one restored
+        return guard.backup("pre-restore", keep=(manifest.id,))
+    except NothingToBackUp:
+        return None
+    except VerificationError as exc:
+        # The live database itself is damaged: replacing it is the point of this
+        # restore. Keep it as found (unverified) so nothing is lost, and go on.
+        log.warning("%s: the live database fails its check (%s); keeping it as "
+                    "found in an unverified safety backup", live, exc)
+        return guard.backup("pre-restore", keep=(manifest.id,), keep_damaged=True)
+
+
+def _write(guard: Guard, intent: journal.Intent, live: Path, plain: Path,
+           manifest: Manifest, progress: Progress | None) -> None:
+    """The copy and its check; on failure the safety backup goes back, and RestoreError
+    says whether it did."""
+    try:
+        counts = write_into(live, plain, guard.config.busy_timeout, progress)
+        reach("restore:copied")
+        # quick_check: the pages came from a backup verified moments ago; the
+        # schema and row counts below catch a copy that went wrong
+        post_check(live, manifest, "quick_check", counts)
+        reach("restore:checked")
+    except Exception as exc:
+        what = f"{intent.operation} of {intent.backup_id}"
+        try:
+            undone = _undo(guard, intent, live)
+        except Exception as undo_exc:
+            # e.g. the disk that filled during the copy is still full: the journal
+            # stays, and the next dbguard command finishes the undo.
+            signals.notify(signals.restore_failed, guard, backup_id=intent.backup_id,
+                           error=str(exc), rolled_back=False)
+            raise RestoreError(
+                f"{what} into {live} failed ({exc}), and putting safety backup "
+                f"{intent.safety_id} back failed too ({undo_exc}); the operation journal "
+                "is kept: fix the cause (free disk space, permissions), then run any "
+                "dbguard command (e.g. 'dbguard status') and it finishes putting the "
+                "database back"
+            ) from None
+        signals.notify(signals.restore_failed, guard, backup_id=intent.backup_id,
+                       error=str(exc), rolled_back=undone)
+        state = (f"the database was put back from safety backup {intent.safety_id}"
+                 if undone else "there was no live database to put back")
+        raise RestoreError(f"{what} failed ({exc}); {state}") from None
 
 
 def rollback(guard: Guard, *, force: bool = False, who: str | None = None,
@@ -227,6 +280,9 @@ def finish(guard: Guard, intent: journal.Intent) -> None:
     })
     bump_generation(guard, intent.operation)
     reach("restore:recorded")
+    for decided in journal.chain(intent)[1:]:  # an operator chose this over those
+        audit.record_decision(guard.audit_path, audit.operator(), guard.location.redacted,
+                              f"{intent.operation} of backup {intent.backup_id}", decided)
     journal.clear(guard.location.state_dir)
     reach("restore:done")
 
@@ -346,7 +402,7 @@ def post_check(live: Path, manifest: Manifest, level: str,
 def _undo(guard: Guard, intent: journal.Intent, live: Path) -> bool:
     """Put the safety backup back, the same way. False when there is none."""
     if not intent.safety_id:
-        journal.clear(guard.location.state_dir)
+        journal.undone(guard.location.state_dir, intent)
         return False
     undo = intent.at("rolling-back")
     undo = journal.Intent(**{**asdict(undo), "schema_version": schema_version(live)})
@@ -357,7 +413,7 @@ def _undo(guard: Guard, intent: journal.Intent, live: Path) -> bool:
                      guard.catalog.directory) as plain:
         counts = write_into(live, plain, guard.config.busy_timeout)
     post_check(live, safety, "quick_check", counts)
-    journal.clear(guard.location.state_dir)
+    journal.undone(guard.location.state_dir, intent)
     return True
 
 

@@ -1,12 +1,13 @@
 """Which backups to keep: the last N, one per day for D days, one per week for W weeks.
 
-Never the newest verified backup, never one a pending operation has pinned.
+Never the newest verified backup, never one a running or interrupted operation has
+pinned.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -58,12 +59,23 @@ def _iso_week(ts: float) -> tuple[int, int]:
 
 
 def prune(
-    catalog: Catalog, policy: Retention, pinned: Iterable[str] = (), dry_run: bool = False
+    catalog: Catalog, policy: Retention, pinned: Iterable[str] = (), dry_run: bool = False,
+    pins: Callable[[], Iterable[str]] | None = None,
 ) -> list[Manifest]:
-    """Delete the backups *policy* does not keep; return them. Takes the catalog lock."""
+    """Delete the backups *policy* does not keep; return them. Takes the catalog lock.
+
+    Never one that *pinned*, a running operation's pin file or *pins()* names. Both are
+    read under the lock, pin files first: an operation pins what it needs before the
+    lock lets anyone see it, and releases its pin only after its journal or
+    ``last-replacement.json`` (what *pins* reads) names it, so no read order of a prune
+    can miss a backup an operation still needs.
+    """
     with catalog.locked():
+        held = catalog.pinned_ids(sweep=not dry_run)
+        held.update(pins() if pins is not None else ())
+        held.update(pinned)
         backups = catalog.manifests()
-        keep = to_keep(backups, policy, pinned)
+        keep = to_keep(backups, policy, held)
         doomed = [m for m in backups if m.id not in keep]
         if not dry_run:
             for manifest in doomed:

@@ -99,6 +99,15 @@ moved = _signals.signal("moved")
 #: ``database`` (str: the new profile's database, without password).
 profile_switched = _signals.signal("profile-switched")
 
+#: Recovery found an interrupted restore, rollback or move whose database it cannot
+#: prove to be the state before or the state after (a bot or a migration wrote to it,
+#: or it cannot be read), and changed nothing; sent whenever recovery runs (every command,
+#: every session start) until an operator chooses. Arguments: ``operation`` (str),
+#: ``backup_id`` and ``safety_id`` (str, "" for a move), ``found`` (str: what recovery
+#: found), ``commands`` (list of str: the operator's choices), ``database`` (str, without
+#: password).
+recovery_undecided = _signals.signal("recovery-undecided")
+
 ALL = (
     session_started,
     session_ended,
@@ -115,4 +124,5 @@ ALL = (
     rolled_back,
     moved,
     profile_switched,
+    recovery_undecided,
 )

@@ -49,8 +49,8 @@ DOCS_DIR = "/tmp/ft"
 #: Programs besides dbguard that an entry may tell the operator to run.
 OTHER_PROGRAMS = {"mkdir", "mv", "ls"}
 
-ENTRIES = ("locked", "corrupt", "verify-failed", "put-back", "interrupted", "disk-full",
-           "vetoed")
+ENTRIES = ("locked", "corrupt", "verify-failed", "put-back", "interrupted", "undecided",
+           "disk-full", "vetoed")
 
 
 # -- reading the runbook ----------------------------------------------------------------
@@ -430,6 +430,61 @@ def test_interrupted(operator: Operator) -> None:
     operator.run(recover)
     operator.run(fixed)
     assert not (operator.db.with_name(operator.db.name + ".dbguard") / "operation.json").exists()
+
+
+def restart_and_migrate(path: Path) -> None:
+    """What a bot restarted after the crash does before dbguard recovers: a new (closed)
+    trade, then its migrations (a new column), then a VACUUM."""
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO trades (pair, is_open) VALUES ('SOL/USDT', 0)")
+    conn.commit()
+    conn.execute("ALTER TABLE trades ADD COLUMN leverage REAL")
+    conn.commit()
+    conn.execute("VACUUM")
+    conn.close()
+
+
+def _undecided(operator: Operator) -> list[list[Command]]:
+    """Real: the restore is killed right after its copy committed
+    (DBGUARD_CRASH_AT=restore:copied); then the bot's own process writes and migrates
+    before any dbguard command runs. Returns the choice blocks and the last one."""
+    symptom, found, keep, put_back, fixed = entry("undecided")
+    make_db(operator.db)
+    operator.ids["<ID>"] = operator.backup()
+    add_trade(operator.db)
+    operator.run(symptom, env={**operator.env, "DBGUARD_CRASH_AT": "restore:copied"})
+    journal = operator.db.with_name(operator.db.name + ".dbguard") / "operation.json"
+    operator.ids["<SAFETY-ID>"] = json.loads(journal.read_text())["safety_id"]
+    restart_and_migrate(operator.db)
+    operator.run(found)
+    return [keep, put_back, fixed]
+
+
+def _trades(path: Path) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT * FROM trades ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def test_undecided(operator: Operator) -> None:
+    """The first choice: keep the database as the bot left it (its new trade and its
+    migration stay)."""
+    keep, _put_back, fixed = _undecided(operator)
+    before = _trades(operator.db)
+    operator.run(keep)
+    operator.run(fixed)
+    assert _trades(operator.db) == before
+    assert before[-1][1:] == ("SOL/USDT", 0, None)
+
+
+def test_undecided_put_back(operator: Operator) -> None:
+    """The other choice: put back what the database held before the restore."""
+    _keep, put_back, fixed = _undecided(operator)
+    operator.run(put_back)
+    operator.run(fixed)
+    assert [t[1] for t in _trades(operator.db)][-2:] == ["BTC/USDT", "ETH/USDT"]
 
 
 @pytest.fixture

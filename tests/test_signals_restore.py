@@ -1,6 +1,7 @@
 """The replacement engine's signals: ``restore_started``, ``database_replaced``,
-``restore_failed``, ``rolled_back`` and ``moved``, each sent with the guard as sender and its
-documented keyword arguments, in a real scenario on real files. Receivers take ``**extra``.
+``restore_failed``, ``rolled_back``, ``moved`` and ``recovery_undecided``, each sent with
+the guard as sender and its documented keyword arguments, in a real scenario on real
+files. Receivers take ``**extra``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal as posix_signal
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,40 @@ def test_database_replaced_by_recovery(
     assert rows(db_path) == BACKUP_ROWS
 
 
+def test_recovery_undecided(restorable, received, run_cli, child_env, db_url, db_path):
+    """The copy committed, then another process migrated the database: recovery cannot
+    decide, changes nothing and says so, every time it runs, until an operator chooses."""
+    guard, manifest = restorable
+    crashed = run_cli("restore", manifest.id, "--db", db_url, "--yes",
+                      env=child_env(DBGUARD_CRASH_AT="restore:copied"))
+    assert crashed.returncode == -posix_signal.SIGKILL, crashed.stderr
+    safety_id = json.loads(
+        (guard.location.state_dir / "operation.json").read_text())["safety_id"]
+    conn = sqlite3.connect(db_path)
+    conn.execute("ALTER TABLE t ADD COLUMN note TEXT")
+    conn.commit()
+    conn.close()
+    undecided = received(signals.recovery_undecided)
+    replaced = received(signals.database_replaced)
+
+    assert guard.recover() == []
+    assert guard.recover() == []
+    assert len(undecided) == 2
+    sender, kwargs = undecided[0]
+    assert sender is guard
+    assert set(kwargs) == {"operation", "backup_id", "safety_id", "found", "commands",
+                           "database"}
+    assert kwargs["operation"] == "restore"
+    assert kwargs["backup_id"] == manifest.id
+    assert kwargs["safety_id"] == safety_id
+    assert kwargs["found"].startswith(f"the database holds neither backup {manifest.id}")
+    assert kwargs["commands"] == ["dbguard recover --keep",
+                                  f"dbguard restore {safety_id} --yes"]
+    assert kwargs["database"] == db_url
+    assert replaced == []
+    assert rows(db_path) == [(*r, None) for r in BACKUP_ROWS]  # as the migration left it
+
+
 def test_moved(tmp_path, db_path, db_url, make_guard, received):
     make_db(db_path)
     config_file = tmp_path / "config.json"
@@ -194,11 +230,13 @@ SCENARIOS = {
     "restore-failed": test_restore_failed_after_the_check_puts_the_safety_backup_back,
     "rolled-back": test_rolled_back,
     "moved": test_moved,
+    "recovery-undecided": test_recovery_undecided,
 }
 
 
 def test_every_replacement_signal_has_a_scenario():
     replacement = {signals.restore_started, signals.database_replaced,
-                   signals.restore_failed, signals.rolled_back, signals.moved}
+                   signals.restore_failed, signals.rolled_back, signals.moved,
+                   signals.recovery_undecided}
     assert {s.name for s in replacement} == set(SCENARIOS)
     assert replacement <= set(signals.ALL)
