@@ -31,9 +31,9 @@ from typing import Any
 from dbguard_plugin import __version__, snapshot
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError
+from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.files import datasync, fsync_dir, open_private, replace, write_atomic
-from dbguard_plugin.location import DatabaseLocation
+from dbguard_plugin.location import DatabaseLocation, hard_link_problem
 from dbguard_plugin.manifest import REASONS, Manifest
 from dbguard_plugin.sqlite_facts import SqliteFacts, check, read_facts
 
@@ -71,6 +71,9 @@ def check_source(location: DatabaseLocation) -> Path:
         )
     if not source.is_file():
         raise NothingToBackUp(f"{source}: no database file to back up; check --db / db_url")
+    linked = hard_link_problem(location)
+    if linked is not None:  # the copy would read this name's WAL, not the bot's
+        raise UnsafePathError(linked)
     return source
 
 

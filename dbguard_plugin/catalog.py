@@ -32,7 +32,7 @@ from dbguard_plugin.files import (
     write_atomic,
     write_json_atomic,
 )
-from dbguard_plugin.location import DatabaseLocation
+from dbguard_plugin.location import DatabaseLocation, identity_of
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.status import HOSTNAME, pid_alive
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 TMP_PREFIX = ".tmp-"
 _LOCK_NAME = ".catalog.lock"
-_MARKER = ".dbguard-catalog.json"
+MARKER = ".dbguard-catalog.json"
 #: The names dbguard gives backup data files: <id>.sqlite[.gz|.zst], and for server
 #: databases <id>.pgdump (PostgreSQL) or <id>.sql[.gz|.zst] (MariaDB/MySQL)
 _DATA = re.compile(
@@ -93,10 +93,7 @@ class Catalog:
 
     @property
     def identity(self) -> str | None:
-        if self.database is None:
-            return None
-        path = self.database.sqlite_path
-        return str(path) if path is not None else self.database.redacted
+        return None if self.database is None else self.database.identity
 
     def prepare(self) -> None:
         if self._prepared:
@@ -111,7 +108,7 @@ class Catalog:
                 "backups)"
             )
         private_dir(self.directory)
-        marker = self.directory / _MARKER
+        marker = self.directory / MARKER
         if self.identity is not None:
             try:
                 owner = json.loads(marker.read_text(encoding="utf-8")).get("database")
@@ -120,7 +117,7 @@ class Catalog:
                 owner = self.identity
             except (OSError, ValueError, AttributeError):
                 owner = None
-            if owner != self.identity:
+            if not isinstance(owner, str) or identity_of(owner) != self.identity:
                 raise ConfigError(
                     f"{self.directory} holds the backups of {owner or 'another database'}, "
                     f"not of {self.identity}: give each database its own backup_dir"
@@ -130,7 +127,7 @@ class Catalog:
     def _marker(self) -> dict[str, Any]:
         """The marker's content; {} when it is missing or unreadable."""
         try:
-            owner = json.loads((self.directory / _MARKER).read_text(encoding="utf-8"))
+            owner = json.loads((self.directory / MARKER).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
         return owner if isinstance(owner, dict) else {}
@@ -139,12 +136,13 @@ class Catalog:
         """Record that this catalog now belongs to *identity* (the database moved); the
         identities it had before stay listed, so its older backups still count as this
         database's (see :meth:`former_identities`)."""
+        identity = identity_of(identity)
         marker = self._marker()
         former = self.former_identities(marker)
         if isinstance(marker.get("database"), str):
             former.append(marker["database"])
         former = [f for f in dict.fromkeys(former) if f != identity]
-        write_json_atomic(self.directory / _MARKER, {"database": identity, "formerly": former})
+        write_json_atomic(self.directory / MARKER, {"database": identity, "formerly": former})
 
     def former_identities(self, marker: dict[str, Any] | None = None) -> list[str]:
         """The databases this catalog belonged to before moves, oldest first."""
@@ -156,14 +154,8 @@ class Catalog:
         this catalog's database, now or before a move; unknown sources count as here."""
         if not source or self.identity is None:
             return True
-        from dbguard_plugin.location import locate
-
-        try:
-            path = locate(source).sqlite_path
-        except Exception:  # a source this version cannot parse: compare the text
-            path = None
-        name = str(path) if path is not None else source
-        return name in (self.identity, *self.former_identities())
+        return identity_of(source) in (self.identity, *map(identity_of,
+                                                             self.former_identities()))
 
     @contextlib.contextmanager
     def locked(self, timeout: float = 60.0) -> Iterator[None]:

@@ -382,6 +382,7 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool,
 
     validate_id(backup_id)
     guard = open_guard()
+    guard.refuse_unguardable(Operation.RESTORE)
     manifest, source_env = _restore_source(guard, backup_id, from_profile, force)
     # The full diff (rows lost per table) is what a person confirms; --yes skips that scan.
     changes = engine.preview(guard, manifest, rows_lost=preview or not yes)
@@ -453,6 +454,7 @@ def rollback(force: bool, yes: bool) -> None:
     from dbguard_plugin.progress import LazyBar
 
     guard = open_guard()
+    guard.refuse_unguardable(Operation.RESTORE)
     last = engine.last_replacement(guard)
     if last is None or not last.get("safety_id"):
         raise engine.RestoreError(f"nothing to roll back for {guard.location.redacted}")
@@ -531,6 +533,7 @@ def move(new_path: str, delete_old: bool, force: bool, yes: bool) -> None:
     from dbguard_plugin.progress import LazyBar
 
     guard = open_guard()
+    guard.refuse_unguardable(Operation.MOVE)
     confirm(f"Move {guard.location.redacted} to {new_path}?", yes)
     with LazyBar("copying", enabled=not _options().json) as bar:
         outcome = engine.move(guard, new_path, config_path=config_path(),
@@ -567,6 +570,7 @@ def _render_status(data: dict[str, Any]) -> str:
     lease = data["lease"]
     lines = [
         f"database:    {data['database']}",
+        *([f"file:        {data['file']}"] if data.get("file") else []),
         f"environment: {data['environment']}" + ("" if data["enabled"] else " (disabled)")
         + (f" (profile {data['profile']})" if data.get("profile") else ""),
         f"state dir:   {data['state_dir']}",
@@ -584,6 +588,7 @@ def _render_status(data: dict[str, Any]) -> str:
             f"orders in flight: {orders}"
         )
     lines.append(f"plugins:     {', '.join(data['plugins'])}")
+    lines += [f"  ! {warning}" for warning in data.get("warnings", ())]
     return "\n".join(lines)
 
 

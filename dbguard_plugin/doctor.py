@@ -30,10 +30,21 @@ class Finding:
 
 
 def diagnose(guard: Guard) -> list[Finding]:
-    found = [_journal_mode(guard), _busy_timeout(guard), _free_space(guard)]
+    found = [_identity(guard), _journal_mode(guard), _busy_timeout(guard), _free_space(guard)]
     found += _permissions(guard)
     found.append(_newest_backup(guard))
     return found
+
+
+def _identity(guard: Guard) -> Finding:
+    """The one file every spelling of the database reaches, or why there is none."""
+    problem = guard.database_problem()
+    if problem is not None:
+        return Finding("database file", FAIL, problem)
+    shown = guard.location.redacted
+    if guard.location.identity not in shown:
+        return Finding("database file", OK, f"{shown} is {guard.location.identity}")
+    return Finding("database file", OK, guard.location.identity)
 
 
 def _journal_mode(guard: Guard) -> Finding:

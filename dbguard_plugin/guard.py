@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,12 @@ from dbguard_plugin.config import Config
 from dbguard_plugin.errors import ConfigError, DbGuardError, VetoedError
 from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo, parse_kind
 from dbguard_plugin.lease import Lease, LeaseView, open_lease
-from dbguard_plugin.location import DatabaseLocation, locate
+from dbguard_plugin.location import (
+    DatabaseLocation,
+    adopt_legacy_state_dir,
+    hard_link_problem,
+    locate,
+)
 from dbguard_plugin.manifest import Manifest
 from dbguard_plugin.plugins import load_plugins
 from dbguard_plugin.recovery import recover
@@ -67,6 +72,8 @@ class Guard:
             )
         self.config = config
         self.location: DatabaseLocation = locate(config.db_url, config.state_dir)
+        if config.state_dir is None:
+            adopt_legacy_state_dir(self.location)
         self.pm = plugin_manager or load_plugins()
         self.state = TradingState()
         self.lease: Lease = open_lease(self.location)
@@ -81,6 +88,7 @@ class Guard:
         )
         #: Why new orders are paused (a failed required backup), or None.
         self.paused: str | None = None
+        self._resume_when: Callable[[], bool] = self._backed_up
         self._last_backup = 0.0
         self._last_attempt = 0.0
         self._generation = read_generation(self.location.state_dir)
@@ -120,8 +128,40 @@ class Guard:
             dry_run,
         )
         if self.enabled:
+            problem = self.database_problem()
+            if problem is not None:
+                # Trading on a database dbguard cannot guard, or on a fresh file where
+                # its history used to be, is what the guard exists to prevent.
+                self.pause_trading(problem, resume_when=_never)
             self._hook.dbguard_session_started(guard=self, session=session)
         return session
+
+    def refuse_unguardable(self, operation: Operation) -> None:
+        """Raise VetoedError before *operation* reads anything through a name of a file
+        that has several hard links: this name's catalog, WAL and lease are not the
+        bot's, so no answer read through it could be trusted."""
+        linked = hard_link_problem(self.location)
+        if linked is not None:
+            verdict = Verdict(operation, (Reason("hard-linked", linked, False),))
+            raise VetoedError(verdict, verdict.summary())
+
+    def database_problem(self) -> str | None:
+        """Why this database cannot be traded on safely as configured, or None: a file
+        with several hard links, or no file where the catalog holds its backups."""
+        problem = hard_link_problem(self.location)
+        path = self.location.sqlite_path
+        if problem is None and path is not None and not path.exists():
+            with contextlib.suppress(DbGuardError, OSError):
+                newest = self.catalog.manifests()
+                if newest:
+                    problem = (
+                        f"{path} does not exist, but {self.catalog.directory} holds "
+                        f"{len(newest)} backups of it (the newest {newest[-1].id}): the "
+                        "database was moved or deleted. Point the configuration (or the "
+                        "active profile) at where it lives now, or restore it with "
+                        f"'dbguard restore {newest[-1].id} --yes'"
+                    )
+        return problem
 
     def end_session(self) -> SessionInfo | None:
         """Tell dbguard the session ends; call after the host's final commit."""
@@ -139,7 +179,7 @@ class Guard:
         """
         if not self.enabled:
             return True
-        if self.paused is not None and not self._resume_if_backed_up():
+        if self.paused is not None and not self._resume():
             log.warning("dbguard: new order refused: %s", self.paused)
             signals.notify(signals.maintenance_refused, self, holder=self.paused)
             return False
@@ -346,27 +386,31 @@ class Guard:
         """Finish or undo an interrupted operation; return what was done, in words."""
         return recover(self)
 
-    def pause_trading(self, why: str) -> None:
-        """Refuse new orders until a verified backup newer than the session exists."""
+    def pause_trading(self, why: str, resume_when: Callable[[], bool] | None = None) -> None:
+        """Refuse new orders until *resume_when* answers True at an admission; by default
+        until a verified backup newer than the session exists."""
         self.paused = why
+        self._resume_when = resume_when or self._backed_up
         log.error("dbguard: %s", why)
+        signals.notify(signals.orders_paused, self, why=why, database=self.location.redacted)
 
-    def _resume_if_backed_up(self) -> bool:
+    def _resume(self) -> bool:
         # Whatever paused orders last (a failed backup, say), a new backup must not
         # resume them while an interrupted operation awaits an operator's decision.
-        if journal.awaits_decision(self.location.state_dir):
+        if journal.awaits_decision(self.location.state_dir) or not self._resume_when():
             return False
+        log.warning("dbguard: new orders resume: no longer true: %s", self.paused)
+        self.paused = None
+        return True
+
+    def _backed_up(self) -> bool:
         session = self.state.session
         since = session.started_at if session is not None else 0.0
         try:
             newest = self.catalog.newest_verified()
         except (DbGuardError, OSError):
             return False
-        if newest is not None and newest.created_ts >= since:
-            log.warning("dbguard: verified backup %s exists; new orders resume", newest.id)
-            self.paused = None
-            return True
-        return False
+        return newest is not None and newest.created_ts >= since
 
     # -- lease bookkeeping (used by the built-in tracking plugin) ----------------------
 
@@ -419,6 +463,11 @@ class Guard:
         snapshot = self.state.snapshot()
         view = self.lease.probe()
         reasons = self._lease_reasons(snapshot, view)
+        linked = hard_link_problem(self.location)
+        if linked is not None:
+            # Another name of this file has its own lease: what that lease would show
+            # here cannot be seen, so nothing may replace the file through any name.
+            reasons.insert(0, Reason("hard-linked", linked, False))
         warnings: list[str] = []
         sessions = self._sessions(snapshot, view)
         if sessions:
@@ -513,8 +562,11 @@ class Guard:
     def status(self) -> dict[str, Any]:
         """Everything ``dbguard status`` shows, as plain data."""
         view = self.lease.probe()
+        problem = self.database_problem()
         return {
             "database": self.location.redacted,
+            "file": str(self.location.sqlite_path) if self.location.sqlite_path else None,
+            "warnings": [problem] if problem is not None else [],
             "environment": self.config.environment,
             "enabled": self.enabled,
             "state_dir": str(self.location.state_dir),
@@ -601,6 +653,11 @@ class Guard:
             if holder.role == "operation":
                 return f"{holder.operation} by {holder.where()}"
         return None
+
+
+def _never() -> bool:
+    """A pause only a restart (after an operator fixed the cause) ends."""
+    return False
 
 
 def _describe_order(order: dict[str, Any]) -> str:

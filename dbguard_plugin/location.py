@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +28,14 @@ class DatabaseLocation:
     url: URL
     #: The URL as it may appear in logs, manifests and errors: never the password.
     redacted: str
-    #: The SQLite file, or None for a server database.
+    #: The SQLite file, resolved (symlinks, ``..``, ``~``, relative, ``file:`` URIs), or
+    #: None for a server database.
     sqlite_path: Path | None
     #: dbguard's private directory for this database: lease, status, audit log.
     state_dir: Path
+    #: What every spelling of this database has in common: the resolved file, or the
+    #: server and database name. The lease, catalog marker and profiles key on it.
+    identity: str = ""
 
     @property
     def backend(self) -> str:
@@ -39,39 +45,149 @@ class DatabaseLocation:
 def locate(url: str | URL, state_dir: str | Path | None = None) -> DatabaseLocation:
     """Parse *url* and decide where dbguard keeps its files for that database.
 
-    For SQLite the directory sits beside the database (``tradesv3.sqlite.dbguard/``),
-    so every process that opens the same file finds the same lease. For a server
-    database it sits under the user's state directory unless *state_dir* is given.
+    A database is known by its identity, never by its spelling: a SQLite path is resolved
+    here, once, so a symlink, ``..`` or a ``file:`` URI reaches the same lease, status
+    and catalog as the plain path. For SQLite the directory sits beside the resolved file
+    (``tradesv3.sqlite.dbguard/``); for a server database it sits under the user's state
+    directory, named after the server and database, unless *state_dir* is given.
     """
-    try:
-        parsed = make_url(url) if isinstance(url, str) else url
-    except (ArgumentError, ValueError) as exc:
-        shown = redact(str(url))
-        raise ConfigError(
-            f"database URL {shown!r} is not a SQLAlchemy URL ({exc}); "
-            "expected e.g. sqlite:////path/to/tradesv3.sqlite"
-        ) from None
+    parsed = parse_url(url)
     redacted = parsed.render_as_string(hide_password=True)
     sqlite_path: Path | None = None
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database in ("", ":memory:") or database.startswith("file::memory:"):
-            raise ConfigError(
-                f"database URL {redacted!r} is an in-memory SQLite database; "
-                "dbguard guards files: give sqlite:////absolute/path/to/file.sqlite"
-            )
-        if database.startswith("file:"):
-            database = database[5:].split("?", 1)[0]
-        sqlite_path = Path(os.path.abspath(os.path.expanduser(database)))
+        sqlite_path = sqlite_file(parsed.database or "", redacted)
+        identity = str(sqlite_path)
+    else:
+        identity = server_identity(parsed)
     if state_dir is not None:
         directory = Path(state_dir).expanduser().absolute()
     elif sqlite_path is not None:
         directory = sqlite_path.with_name(sqlite_path.name + ".dbguard")
     else:
-        digest = hashlib.sha256(redacted.encode()).hexdigest()[:12]
-        name = _SAFE.sub("_", f"{parsed.get_backend_name()}-{parsed.host}-{parsed.database}")
-        directory = user_state_dir() / f"{name}-{digest}"
-    return DatabaseLocation(parsed, redacted, sqlite_path, directory)
+        family, _, rest = identity.partition("://")
+        directory = _state_dir(f"{family}-{rest.replace(':', '-')}", identity)
+    return DatabaseLocation(parsed, redacted, sqlite_path, directory, identity)
+
+
+def _state_dir(name: str, key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return user_state_dir() / f"{_SAFE.sub('_', name)}-{digest}"
+
+
+def adopt_legacy_state_dir(location: DatabaseLocation) -> None:
+    """Before 0.2 a server database's directory was named after its URL's spelling: the
+    first use under its identity's name takes that directory (catalog, journal, audit)
+    along, so no backup is left behind."""
+    directory = location.state_dir
+    url = location.url
+    legacy = _state_dir(f"{url.get_backend_name()}-{url.host}-{url.database}",
+                        location.redacted)
+    if location.sqlite_path is None and directory != legacy and not directory.exists() \
+            and legacy.is_dir() and not legacy.is_symlink():
+        with contextlib.suppress(OSError):  # another process took it first
+            os.rename(legacy, directory)
+
+
+def parse_url(url: str | URL) -> URL:
+    """*url* as a SQLAlchemy URL; ConfigError (without the password) when it is not one."""
+    try:
+        return make_url(url) if isinstance(url, str) else url
+    except (ArgumentError, ValueError) as exc:
+        shown = redact(str(url))
+        raise ConfigError(
+            f"database URL {shown!r} is not a SQLAlchemy URL ({redact(str(exc))}); "
+            "expected e.g. sqlite:////path/to/tradesv3.sqlite"
+        ) from None
+
+
+def sqlite_file(database: str, shown: str = "") -> Path:
+    """The file a SQLite URL's database part names, resolved the way SQLite opens it.
+
+    SQLite (3.10+) resolves symlinks and opens the canonical file, so two spellings that
+    resolve alike share one WAL and one lock; dbguard must agree with it.
+    """
+    if database in ("", ":memory:") or database.startswith("file::memory:") or (
+        database.startswith("file:") and "mode=memory" in database
+    ):
+        raise ConfigError(
+            f"database URL {shown or database!r} is an in-memory SQLite database; "
+            "dbguard guards files: give sqlite:////absolute/path/to/file.sqlite"
+        )
+    if "\x00" in database:
+        raise ConfigError(f"database URL {shown!r} has a NUL character in its path")
+    if database.startswith("file:"):
+        database = _file_uri_path(database, shown)
+    return Path(os.path.realpath(os.path.expanduser(database)))
+
+
+def _file_uri_path(uri: str, shown: str) -> str:
+    """The path of a SQLite ``file:`` URI: query and fragment dropped, %-escapes decoded,
+    an authority only when it is empty or ``localhost`` (as SQLite itself accepts)."""
+    rest = uri[5:].split("#", 1)[0].split("?", 1)[0]
+    if rest.startswith("//"):
+        authority, _, path = rest[2:].partition("/")
+        if authority not in ("", "localhost"):
+            raise ConfigError(f"database URL {shown or uri!r} names host {authority!r}; "
+                              "SQLite opens only local files")
+        rest = "/" + path
+    return urllib.parse.unquote(rest)
+
+
+#: Server hosts that are this machine, whatever the spelling (a socket too).
+_LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1", "[::1]", "localhost.localdomain"}
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+#: One server family per backend name: mariadb and mysql speak to the same server.
+_FAMILIES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql",
+             "mariadb": "mysql"}
+
+
+def server_identity(url: URL) -> str:
+    """``family://host:port/database`` for a server URL: driver, user, password and query
+    parameters left out, and every name of this machine spelled ``localhost``."""
+    backend = url.get_backend_name()
+    family = _FAMILIES.get(backend, backend)
+    host = (url.host or "").lower()
+    query_host = url.query.get("host")
+    if not host and isinstance(query_host, str) and not query_host.startswith("/"):
+        host = query_host.lower()
+    if host in _LOCAL_HOSTS or host.startswith("/"):
+        host = "localhost"
+    port = url.port or _DEFAULT_PORTS.get(family, 0)
+    return f"{family}://{host}:{port}/{url.database or ''}"
+
+
+def identity_of(text: str) -> str:
+    """The identity of a database named by a URL or (as old catalog markers and
+    manifests did) a plain path; the text itself when it is neither."""
+    if text.startswith(("/", "~")) or (os.name == "nt" and text[1:3] in (":\\", ":/")):
+        return str(Path(os.path.realpath(os.path.expanduser(text))))
+    try:
+        return locate(text).identity
+    except ConfigError:
+        return text
+
+
+def hard_link_problem(location: DatabaseLocation) -> str | None:
+    """Why the database file cannot be guarded when it has several hard links, or None.
+
+    SQLite names its -wal, -shm and -journal files after the name it opened, so two
+    names of one file get two WALs and two journals: SQLite cannot lock it safely, and
+    dbguard, which knows a file by its resolved name, would keep two leases for it.
+    """
+    path = location.sqlite_path
+    if path is None:
+        return None
+    try:
+        links = os.stat(path).st_nlink
+    except OSError:
+        return None
+    if links <= 1:
+        return None
+    return (f"{path} has {links} hard links: SQLite names its -wal and -journal after "
+            "the name it opened, so processes using different names corrupt the database, "
+            "and dbguard cannot guard it either. Stop the bot, keep one name (delete the "
+            "other links with rm, never the -wal beside the name the bot uses) and point "
+            "every configuration at it")
 
 
 def redact(text: str) -> str:

@@ -327,7 +327,7 @@ class ProfileStore:
             guard = Guard(current if current.db_url else target_config)
         try:
             warnings = []
-            if guard.location.redacted == new_db.redacted:
+            if guard.location.identity == new_db.identity:
                 warnings.append(
                     f"profiles {previous or '(none)'} and {name} use the same database "
                     f"{new_db.redacted}; give {name} its own with 'dbguard profile update "
@@ -450,10 +450,10 @@ class ProfileStore:
             try:
                 theirs = self.config(other.name)
                 same_db = bool(theirs.db_url) and locate(
-                    str(theirs.db_url), theirs.state_dir).sqlite_path == location.sqlite_path
+                    str(theirs.db_url), theirs.state_dir).identity == location.identity
             except DbGuardError:
                 continue  # a profile without a usable database shares nothing
-            if same_db or theirs.backup_dir == config.backup_dir:
+            if same_db or _same_directory(theirs.backup_dir, config.backup_dir):
                 raise ConfigError(
                     f"profile {other.name} uses the same database or backup directory "
                     f"as {profile.name}; nothing was deleted")
@@ -478,6 +478,14 @@ class ProfileStore:
         finally:
             guard.close()
         return tuple(deleted), ()
+
+
+def _same_directory(one: str | None, other: str | None) -> bool:
+    """Whether two configured directories are one, through any symlink or spelling."""
+    if one is None or other is None:
+        return one == other
+    return os.path.realpath(os.path.expanduser(one)) == \
+        os.path.realpath(os.path.expanduser(other))
 
 
 def fetch_backup(store: ProfileStore, guard: Guard, backup_id: str, from_profile: str,

@@ -85,6 +85,7 @@ def live_path(guard: Guard) -> Path:
 def preview(guard: Guard, manifest: Manifest, *, rows_lost: bool = True) -> Preview:
     """What restoring *manifest* would change, read-only. The backup is checked first
     (sha256 and quick_check): a damaged file is never opened as a database."""
+    guard.refuse_unguardable(Operation.RESTORE)
     if guard.location.sqlite_path is None:  # a server database: rows per table only
         from dbguard_plugin.servers.preview import server_preview
 

@@ -99,6 +99,10 @@ moved = _signals.signal("moved")
 #: ``database`` (str: the new profile's database, without password).
 profile_switched = _signals.signal("profile-switched")
 
+#: New orders are paused: ``admit_order()`` answers False until the cause is gone.
+#: Arguments: ``why`` (str: the cause and the fix), ``database`` (str, without password).
+orders_paused = _signals.signal("orders-paused")
+
 #: Recovery found an interrupted restore, rollback or move whose database it cannot
 #: prove to be the state before or the state after (a bot or a migration wrote to it,
 #: or it cannot be read), and changed nothing; sent whenever recovery runs (every command,
@@ -125,4 +129,5 @@ ALL = (
     moved,
     profile_switched,
     recovery_undecided,
+    orders_paused,
 )

@@ -38,8 +38,8 @@ def test_healthy_wal_database_with_a_fresh_backup(make_guard, db_path, db_url, r
     result = run_cli("doctor", "--db", db_url)
     assert result.returncode == 0, result.stdout + result.stderr
     found = lines_by_check(result.stdout)
-    assert set(found) == {"journal mode", "busy timeout", "free space", "permissions",
-                          "newest backup"}
+    assert set(found) == {"database file", "journal mode", "busy timeout", "free space",
+                          "permissions", "newest backup"}
     assert all(line.startswith("OK ") for line in found.values()), result.stdout
     assert "WAL" in found["journal mode"]
     assert newest.id in found["newest backup"]

@@ -189,7 +189,30 @@ def test_backup_failed(make_guard, received, db_path, db_url, tmp_path):
     assert finished == []
 
 
+def test_orders_paused(make_guard, received, db_path, db_url, tmp_path):
+    """A production bot whose session-start backup fails pauses new orders, once, and
+    says why; maintenance-refused then follows every refused admission."""
+    _make_db(db_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    guard = make_guard(Config(db_url=db_url, environment="production",
+                              backup_dir=str(blocker / "backups")))
+    paused = received(signals.orders_paused)
+    refused = received(signals.maintenance_refused)
+
+    guard.start_session("S-paused")
+    ((sender, kwargs),) = paused
+    assert sender is guard
+    assert set(kwargs) == {"why", "database"}
+    assert "session-start backup failed" in kwargs["why"]
+    assert kwargs["database"] == db_url
+    assert not guard.admit_order(timeout=0)
+    assert len(paused) == 1
+    assert len(refused) == 1
+
+
 SCENARIOS = {
+    "orders-paused": test_orders_paused,
     "session-started": test_session_started_and_session_ended,
     "session-ended": test_session_started_and_session_ended,
     "order-state-changed": test_order_state_changed,

@@ -108,6 +108,4 @@ def _same_place(one: object, other: str) -> bool | None:
         first, second = locate(one), locate(other)
     except ConfigError:
         return None
-    if first.sqlite_path is not None and second.sqlite_path is not None:
-        return first.sqlite_path == second.sqlite_path
-    return first.redacted == second.redacted
+    return first.identity == second.identity
