@@ -54,6 +54,8 @@ class Intent:
     #: server restore: the token its replacement commits with the data (a row or table
     #: on the server), so recovery can tell for certain whether it committed
     marker: str = ""
+    #: move: the profiles file whose profiles name the database (they follow it too)
+    profiles_path: str = ""
     #: set by recovery when the database is provably neither the state before nor the
     #: state after: what it found. Nothing changes until an operator decides.
     undecided: str = ""

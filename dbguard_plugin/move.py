@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -22,12 +23,13 @@ from typing import TYPE_CHECKING
 
 from dbguard_plugin import evidence, journal, signals
 from dbguard_plugin.backup import BackupSettings, Progress, sqlite_uri
-from dbguard_plugin.catalog import Catalog
+from dbguard_plugin.catalog import MARKER, Catalog
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.files import fsync_dir, open_private, private_dir, replace, write_atomic
-from dbguard_plugin.location import locate, redact
+from dbguard_plugin.location import identity_of, locate, redact
+from dbguard_plugin.profile_store import ProfileStore
 from dbguard_plugin.restore import GENERATION, LAST, bump_generation
 from dbguard_plugin.snapshot import room_needed
 from dbguard_plugin.sqlite_facts import check, read_facts
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from dbguard_plugin.guard import Guard
 
 SIDECARS = ("-wal", "-shm", "-journal")
+#: A quoted SQLite URL in a JSON or TOML config file: the quote, then the URL.
+_QUOTED_URL = re.compile(r"""(["'])(sqlite[^"'\s]*://[^"'\n]*)\1""")
 
 
 class MoveError(DbGuardError):
@@ -75,6 +79,9 @@ def move(
         raise MoveError(f"{old}: no database file to move; check --db / db_url")
     new = _validate_target(old, new_path)
     new_url = guard.location.url.set(database=str(new)).render_as_string(hide_password=False)
+    config_file = Path(config_path).absolute() if config_path else None
+    profiles = ProfileStore.locate(config_path)
+    _check_namers_writable(config_file, profiles, guard.location.identity)
     with guard.operation(Operation.MOVE, force=force, who=who):
         reach("move:locked")
         need = old.stat().st_size
@@ -85,8 +92,8 @@ def move(
         intent = journal.Intent(
             operation="move", step="copying", database=guard.location.redacted,
             new_path=str(new), tmp_path=str(new.with_name(f".tmp-dbguard-move-{new.name}")),
-            config_path=str(Path(config_path).absolute()) if config_path else "",
-            old_url=guard.config.db_url or "", new_url=new_url,
+            config_path=str(config_file or ""), old_url=guard.config.db_url or "",
+            new_url=new_url, profiles_path=str(profiles.path),
         )
         journal.write(guard.location.state_dir, intent)
         reach("move:journal-written")
@@ -210,14 +217,14 @@ def _place_in_use(guard: Guard, intent: journal.Intent) -> tuple[str, str]:
 def _named_place(guard: Guard, intent: journal.Intent) -> str:
     """Which place the bot uses: the one its config file names, else the one this
     command was given; "" when the config names both or neither."""
+    old_identity, new_identity = identity_of(intent.old_url), identity_of(intent.new_url)
     if intent.config_path and os.path.isfile(intent.config_path):
         text = Path(intent.config_path).read_text(encoding="utf-8")
-        names = {place for place, url in (("old", intent.old_url), ("new", intent.new_url))
-                 if any(f"{q}{url}{q}" in text for q in ('"', "'"))}
+        names = {place for place, identity in (("old", old_identity), ("new", new_identity))
+                 if _config_spellings(text, identity)}
         return names.pop() if len(names) == 1 else ""
-    here = guard.location.sqlite_path
-    return "new" if here == Path(intent.new_path) else \
-        "old" if here == locate(intent.old_url).sqlite_path else ""
+    here = guard.location.identity
+    return "new" if here == new_identity else "old" if here == old_identity else ""
 
 
 def _validate_target(old: Path, new_path: str) -> Path:
@@ -236,7 +243,9 @@ def _validate_target(old: Path, new_path: str) -> Path:
         raise ConfigError(f"{new.parent} does not exist; create the directory first")
     if stat.S_ISLNK(os.lstat(new.parent).st_mode):
         raise UnsafePathError(f"{new.parent} is a symlink; give the real directory")
-    return new
+    # Known by its resolved directory, as every database is: a link further up the path
+    # must not give the new place a second identity.
+    return Path(os.path.realpath(new.parent)) / new.name
 
 
 def _copy_verified(old: Path, tmp: Path, busy_timeout: float,
@@ -287,42 +296,102 @@ def _copy_verified(old: Path, tmp: Path, busy_timeout: float,
 
 
 def _switch(guard: Guard, intent: journal.Intent) -> tuple[bool, bool, list[str]]:
-    """Point the configuration and the backups at the new place (idempotent)."""
+    """Point everything that names the database at the new place (idempotent, so the
+    recovery of a move killed half way through simply runs it again)."""
     notes: list[str] = []
+    old_identity = identity_of(intent.old_url) if intent.old_url else ""
     config_updated = False
     if intent.config_path:
-        config_updated = _rewrite_config(Path(intent.config_path), intent.old_url,
+        config_updated = _rewrite_config(Path(intent.config_path), old_identity,
                                          intent.new_url)
         if not config_updated:
             notes.append(f"{intent.config_path} does not name {redact(intent.old_url)}; "
                          f"use --db {redact(intent.new_url)} from now on")
-    else:
+    renamed = _repoint_profiles(intent, old_identity)
+    if renamed:
+        notes.append(f"profiles {', '.join(renamed)} in {intent.profiles_path} now name "
+                     f"{redact(intent.new_url)}")
+    elif not intent.config_path:
         notes.append(f"no --config given: use --db {redact(intent.new_url)} from now on")
-    backups_moved = False
     new_state = locate(intent.new_url).state_dir
     old_state = locate(intent.old_url).state_dir if intent.old_url else None
+    backups_moved = False
     if old_state is not None:
         _carry_state(old_state, new_state)
-    old_catalog = old_state / "backups" if old_state is not None else None
-    new_catalog = new_state / "backups"
-    if guard.config.backup_dir is None and old_catalog is not None:
-        if old_catalog.is_dir() and not new_catalog.exists():
-            try:
-                os.rename(old_catalog, new_catalog)
-                fsync_dir(new_state)
-                backups_moved = True
-            except OSError:
-                Catalog(old_catalog).adopt(intent.new_path)
-                notes.append(f"backups stay in {old_catalog} (another disk): set "
-                             f"backup_dir = \"{old_catalog}\" to keep using them")
-        elif new_catalog.is_dir():
-            backups_moved = True
-    for catalog_dir in dict.fromkeys((new_catalog, Path(guard.config.backup_dir or new_catalog))):
-        if (catalog_dir / ".dbguard-catalog.json").exists():
-            with contextlib.suppress(OSError):
-                # adopt() keeps the old place listed: its backups stay this database's
-                Catalog(catalog_dir).adopt(intent.new_path)
+        backups_moved, more = _carry_catalogs(old_state, new_state, intent.new_path)
+        notes += more
+    if guard.config.backup_dir and (Path(guard.config.backup_dir) / MARKER).exists():
+        with contextlib.suppress(OSError):
+            # adopt() keeps the old place listed: its backups stay this database's
+            Catalog(Path(guard.config.backup_dir)).adopt(intent.new_path)
     return config_updated, backups_moved, notes
+
+
+def _carry_catalogs(old_state: Path, new_state: Path, new_path: str) -> tuple[bool, list[str]]:
+    """Move every catalog kept beside the old database (``backups`` and each profile's
+    ``backups-NAME``) beside the new one, and record the new identity in each."""
+    moved = False
+    notes: list[str] = []
+    names = sorted(n for n in os.listdir(old_state) if n == "backups" or
+                   n.startswith("backups-")) if old_state.is_dir() else []
+    for name in names:
+        source, target = old_state / name, new_state / name
+        if not source.is_dir() or source.is_symlink() or target.exists():
+            continue
+        try:
+            os.rename(source, target)
+            fsync_dir(new_state)
+        except OSError:  # another disk: the catalog stays, adopted by the new place
+            Catalog(source).adopt(new_path)
+            notes.append(f"backups stay in {source} (another disk): set "
+                         f"backup_dir = \"{source}\" to keep using them")
+            continue
+        moved = True
+    for name in ("backups", *(n for n in names if n != "backups")):
+        if (new_state / name / MARKER).exists():
+            with contextlib.suppress(OSError):
+                Catalog(new_state / name).adopt(new_path)
+                moved = True
+    return moved, notes
+
+
+def _repoint_profiles(intent: journal.Intent, old_identity: str) -> list[str]:
+    """Point every profile that names the old database at the new one."""
+    if not intent.profiles_path or not os.path.exists(intent.profiles_path):
+        return []
+    store = ProfileStore(Path(intent.profiles_path))
+    names = _profiles_naming(store, old_identity)
+    for name in names:
+        store.update(name, db_url=intent.new_url)
+    return names
+
+
+def _profiles_naming(store: ProfileStore, identity: str) -> list[str]:
+    return [p.name for p in store.list() if p.db_url and identity_of(p.db_url) == identity]
+
+
+def _config_spellings(text: str, identity: str) -> list[str]:
+    """Every quoted SQLite URL in a config file's text that names the database."""
+    found = (m.group(2) for m in _QUOTED_URL.finditer(text))
+    return list(dict.fromkeys(u for u in found if identity_of(u) == identity))
+
+
+def _check_namers_writable(config: Path | None, profiles: ProfileStore,
+                           identity: str) -> None:
+    """Refuse, before anything is copied, a move that could not update every file that
+    names the database: afterwards the bot and dbguard would disagree on where it is."""
+    namers: list[Path] = []
+    if config is not None and config.is_file() and _config_spellings(
+        config.read_text(encoding="utf-8"), identity
+    ):
+        namers.append(config)
+    if profiles.exists and _profiles_naming(profiles, identity):
+        namers.append(profiles.path)
+    for path in namers:
+        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+            raise MoveError(f"{path} names the database but cannot be rewritten (no write "
+                            f"permission on it or on {path.parent}); nothing was changed: "
+                            "make it writable or run the move as its owner")
 
 
 def _carry_state(old_state: Path, new_state: Path) -> None:
@@ -336,19 +405,17 @@ def _carry_state(old_state: Path, new_state: Path) -> None:
             os.chmod(target, 0o600)
 
 
-def _rewrite_config(path: Path, old_url: str, new_url: str) -> bool:
-    """Replace the database URL in the config file's text, atomically, keeping the rest
-    of the file (comments, order, formatting) exactly as the operator wrote it."""
+def _rewrite_config(path: Path, old_identity: str, new_url: str) -> bool:
+    """Replace every URL of the database in the config file's text, atomically, keeping
+    the rest of the file (comments, order, formatting) exactly as the operator wrote it.
+    True when the file names the new place (now or already)."""
     text = path.read_text(encoding="utf-8")
-    if new_url in text and old_url not in text:
-        return True  # done already (recovery after the switch)
-    count = 0
-    for quote in ('"', "'"):
-        needle = f"{quote}{old_url}{quote}"
-        count += text.count(needle)
-        text = text.replace(needle, f"{quote}{new_url}{quote}")
-    if count == 0:
-        return False
+    spellings = _config_spellings(text, old_identity) if old_identity else []
+    if not spellings:
+        return new_url in text  # done already (recovery after the switch), or not named
+    for spelling in spellings:
+        for quote in ('"', "'"):
+            text = text.replace(f"{quote}{spelling}{quote}", f"{quote}{new_url}{quote}")
     mode = stat.S_IMODE(path.stat().st_mode)
     write_atomic(path, text.encode("utf-8"), fsync=True)
     os.chmod(path, mode)
