@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import json
 import random
+import re
 import sqlite3
 
 import pytest
@@ -209,3 +210,97 @@ def test_keep_daily_keeps_older_backups_of_other_days(make_guard, db_path, db_ur
         path.write_text(json.dumps(body))
     newest = guard.backup()  # prunes: 5 days ago is outside 3 days
     assert [m.id for m in guard.catalog.manifests()] == [old[1].id, old[2].id, newest.id]
+
+
+# -- the week keep_weekly counts: ISO 8601, Monday 00:00:00 UTC --------------------------
+
+
+def test_sunday_235959_and_monday_000000_utc_are_two_weeks():
+    sunday, monday = utc(2025, 6, 15, 23, 59, 59), utc(2025, 6, 16, 0, 0, 0)
+    backups = [manifest("sunday-last-second", sunday), manifest("monday-first-second", monday)]
+    keep = to_keep(backups, Retention(keep_last=1, keep_daily=0, keep_weekly=2),
+                   now=monday + 3600)
+    assert keep == {"sunday-last-second", "monday-first-second"}
+
+
+def test_monday_000000_and_sunday_235959_utc_are_one_week():
+    monday, sunday = utc(2025, 6, 16, 0, 0, 0), utc(2025, 6, 22, 23, 59, 59)
+    backups = [manifest("monday", monday), manifest("sunday", sunday)]
+    keep = to_keep(backups, Retention(keep_last=1, keep_daily=0, keep_weekly=2),
+                   now=sunday + 1)
+    assert keep == {"sunday"}  # the same ISO week: only its newest stays
+
+
+def test_weeks_across_the_year_boundary_are_iso_weeks():
+    # 2020-W53 runs from Monday 2020-12-28 to Sunday 2021-01-03; 2021-W01 starts Monday
+    # 2021-01-04. A calendar-year split would keep Thursday 2020-12-31 as well.
+    backups = [
+        manifest("thu-2020-12-31", utc(2020, 12, 31, 12)),
+        manifest("sun-2021-01-03-last-second", utc(2021, 1, 3, 23, 59, 59)),
+        manifest("mon-2021-01-04-first-second", utc(2021, 1, 4, 0, 0, 0)),
+    ]
+    keep = to_keep(backups, Retention(keep_last=1, keep_daily=0, keep_weekly=3),
+                   now=utc(2021, 1, 4, 12))
+    assert keep == {"sun-2021-01-03-last-second", "mon-2021-01-04-first-second"}
+
+
+def _documented_example() -> tuple[Retention, float, dict[str, tuple[float, str, bool]]]:
+    """The worked keep_weekly example in docs/backups.rst: the policy, the time of the
+    prune, and per backup line its time, its ISO week as written and whether it is kept."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "backups.rst").read_text(
+        encoding="utf-8")
+    policy = re.search(r"``keep_last = (\d+), keep_daily = (\d+), keep_weekly = (\d+)``", text)
+    when = re.search(r"a prune on \w+ (\d{4})-(\d\d)-(\d\d)\s+(\d\d):(\d\d):(\d\d) UTC", text)
+    assert policy and when, "docs/backups.rst lacks the worked keep_weekly example"
+    lines = re.findall(r"^\s+(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) (\w+)\s+(\d{4}-W\d\d)"
+                       r"\s+(kept|deleted)", text, re.MULTILINE)
+    assert len(lines) >= 4, "the worked example lists too few backups"
+    rows = {}
+    for *fields, weekday, week, fate in lines:
+        ts = utc(*map(int, fields))
+        assert datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%A") \
+            == weekday
+        rows[f"{'-'.join(fields[:3])}T{''.join(fields[3:])}"] = (ts, week, fate == "kept")
+    return Retention(*map(int, policy.groups())), utc(*map(int, when.groups())), rows
+
+
+def test_the_documented_keep_weekly_example_is_what_prune_does():
+    policy, now, rows = _documented_example()
+    for name, (ts, week, _) in rows.items():
+        year, number, _ = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc) \
+            .isocalendar()
+        assert week == f"{year}-W{number:02d}", f"{name}: the docs say {week}"
+    keep = to_keep([manifest(name, ts) for name, (ts, _, _) in rows.items()], policy, now=now)
+    assert keep == {name for name, (_, _, kept) in rows.items() if kept}
+
+
+def test_prune_through_the_cli_keeps_sunday_and_monday_backups_of_two_weeks(
+    make_guard, db_path, db_url, tmp_path, run_cli
+):
+    """Real backups whose manifests say when they were made, around 2024-12-30 (the
+    Monday that starts ISO week 2025-W01); a real 'dbguard prune' process decides."""
+    make_db(db_path)
+    guard = make_guard(Config(db_url=db_url, keep_last=10))
+    times = {"sun-2024-12-29-last-second": utc(2024, 12, 29, 23, 59, 59),
+             "mon-2024-12-30-first-second": utc(2024, 12, 30, 0, 0, 0),
+             "sun-2025-01-05-last-second": utc(2025, 1, 5, 23, 59, 59)}
+    made = {}
+    for name, ts in times.items():
+        backup = guard.backup()
+        path = guard.catalog.manifest_path(backup.id)
+        body = json.loads(path.read_text())
+        body["created_ts"] = ts
+        path.write_text(json.dumps(body))
+        made[name] = backup.id
+    newest = guard.backup().id  # now: kept by keep_last
+    config_file = tmp_path / "weekly.json"
+    config_file.write_text(json.dumps({"dbguard": {
+        "db_url": db_url, "keep_last": 1, "keep_daily": 0, "keep_weekly": 5200,
+    }}))
+    result = run_cli("prune", "--dry-run", "--json", "--config", str(config_file))
+    assert result.returncode == 0, result.stderr
+    # 2024-W52 keeps its Sunday; 2025-W01's Monday goes for the newer Sunday of its week.
+    assert json.loads(result.stdout)["removed"] == [made["mon-2024-12-30-first-second"]]
+    assert newest not in json.loads(result.stdout)["removed"]
