@@ -57,6 +57,17 @@ class RestoreError(DbGuardError):
     """A restore failed; the message says whether the database was put back."""
 
 
+class LiveDatabaseBusy(RestoreError):
+    """Another connection kept the live database locked past busy_timeout: the copy's
+    transaction was rolled back, so nothing was written."""
+
+
+#: sqlite3_backup_step's answers while another connection holds a lock it needs
+_BUSY_OR_LOCKED = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+#: How long a backup step waits before it asks again: sleeping, never spinning.
+_BUSY_SLEEP = 0.05
+
+
 @dataclass(frozen=True)
 class Outcome:
     operation: str
@@ -236,6 +247,13 @@ def _write(guard: Guard, intent: journal.Intent, live: Path, plain: Path,
         # schema and row counts below catch a copy that went wrong
         post_check(live, manifest, "quick_check", counts)
         reach("restore:checked")
+    except LiveDatabaseBusy as exc:
+        # The copy never committed: there is nothing to put back.
+        journal.undone(guard.location.state_dir, intent)
+        signals.notify(signals.restore_failed, guard, backup_id=intent.backup_id,
+                       error=str(exc), rolled_back=False)
+        raise RestoreError(f"{intent.operation} of {intent.backup_id} failed: {exc}; the "
+                           "database is exactly as it was") from None
     except Exception as exc:
         what = f"{intent.operation} of {intent.backup_id}"
         try:
@@ -359,8 +377,13 @@ def write_into(live: Path, plain: Path, busy_timeout: float,
     mode = "rw" if live.exists() else "rwc"
     dst = sqlite3.connect(sqlite_uri(live, mode), uri=True, timeout=busy_timeout,
                           isolation_level=None)
+    waiting_since: list[float] = []
     try:
-        def step(_status: int, remaining: int, total: int) -> None:
+        def step(status: int, remaining: int, total: int) -> None:
+            if status in _BUSY_OR_LOCKED:
+                _wait_or_give_up(live, busy_timeout, waiting_since)
+                return
+            waiting_since.clear()
             reach("restore:copying")
             if progress is not None:
                 progress(total - remaining, total)
@@ -369,7 +392,7 @@ def write_into(live: Path, plain: Path, busy_timeout: float,
         # backup), and inside a read transaction it is that snapshot's: equal values
         # mean the counts below are of exactly the pages the backup wrote.
         before = dst.execute("PRAGMA data_version").fetchone()[0]
-        src.backup(dst, pages=step_pages, progress=step, sleep=0)
+        src.backup(dst, pages=step_pages, progress=step, sleep=_BUSY_SLEEP)
         dst.execute("BEGIN")
         dst.execute("SELECT count(*) FROM sqlite_master").fetchone()
         undisturbed = dst.execute("PRAGMA data_version").fetchone()[0] == before
@@ -381,6 +404,21 @@ def write_into(live: Path, plain: Path, busy_timeout: float,
     finally:
         dst.close()
         src.close()
+
+
+def _wait_or_give_up(live: Path, busy_timeout: float, since: list[float]) -> None:
+    """A backup step met another connection's lock (a rollback-journal reader keeps the
+    copy from committing): the backup API sleeps between steps; past busy_timeout the
+    copy is abandoned, and SQLite rolls its transaction back."""
+    now = time.monotonic()
+    if not since:
+        since.append(now)
+    elif now - since[0] >= busy_timeout:
+        raise LiveDatabaseBusy(
+            f"{live} stayed locked by another connection (a reader's or writer's open "
+            f"transaction) for {busy_timeout:g} s, the busy_timeout; nothing was written. "
+            f"Try again when it ends ('fuser {live}' names the processes that have it open)"
+        )
 
 
 def post_check(live: Path, manifest: Manifest, level: str,
