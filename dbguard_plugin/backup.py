@@ -71,10 +71,22 @@ def check_source(location: DatabaseLocation) -> Path:
         )
     if not source.is_file():
         raise NothingToBackUp(f"{source}: no database file to back up; check --db / db_url")
+    if _empty(source):
+        raise NothingToBackUp(f"{source}: the database is empty (0 bytes: created, nothing "
+                              "written yet); there is nothing that could be lost")
     linked = hard_link_problem(location)
     if linked is not None:  # the copy would read this name's WAL, not the bot's
         raise UnsafePathError(linked)
     return source
+
+
+def _empty(source: Path) -> bool:
+    """A 0-byte file is a valid, empty SQLite database, unless its first pages are still
+    only in its WAL (a new WAL database before its first checkpoint)."""
+    try:
+        return source.stat().st_size == 0 and os.stat(f"{source}-wal").st_size == 0
+    except FileNotFoundError:
+        return source.stat().st_size == 0
 
 
 def sqlite_uri(path: Path, mode: str) -> str:
