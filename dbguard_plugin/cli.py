@@ -106,7 +106,8 @@ def handle_errors(func: F) -> F:
             db = opened or _options().db or config_path() or "database"
             _fail(DbGuardError(
                 f"{db}: SQLite cannot read it ({exc}); see the runbook, 'Corrupt database': "
-                "stop the bot, move the damaged file aside, then 'dbguard restore ID --yes'"
+                "stop the bot, move the damaged file aside together with its -wal, -shm "
+                "and -journal, then 'dbguard restore ID --yes'"
             ))
 
     return wrapper  # type: ignore[return-value]

@@ -54,7 +54,9 @@ def _journal_mode(guard: Guard) -> Finding:
     if not path.is_file():
         return Finding("journal mode", FAIL, f"{path}: no such database file; check db_url")
     try:
-        conn = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=5)
+        # read-write (read-only where the file is write-protected): a hot journal that
+        # a killed writer left is rolled back as SQLite does, not reported as damage
+        conn = sqlite3.connect(sqlite_uri(path, "rw"), uri=True, timeout=5)
         try:
             mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         finally:

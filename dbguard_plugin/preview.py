@@ -131,7 +131,9 @@ def compute(
         conn = sqlite3.connect(":memory:")
         now_tables: list[str] = []
     else:
-        conn = sqlite3.connect(sqlite_uri(live, "ro"), uri=True, timeout=30)
+        # read-write (read-only where the file is write-protected): a hot journal that
+        # a killed writer left is rolled back as SQLite does, not reported as damage
+        conn = sqlite3.connect(sqlite_uri(live, "rw"), uri=True, timeout=30)
         now_tables = table_names(conn)
     try:
         conn.execute("ATTACH DATABASE ? AS b", (sqlite_uri(backup, "ro"),))

@@ -503,7 +503,7 @@ def drop_reasons(changes: Preview) -> tuple[Reason, ...]:
 def _check_compatible(live: Path, manifest: Manifest) -> None:
     if not live.exists():
         return
-    conn = sqlite3.connect(sqlite_uri(live, "ro"), uri=True, timeout=30)
+    conn = sqlite3.connect(sqlite_uri(live, "rw"), uri=True, timeout=30)  # a hot journal
     try:
         mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
