@@ -24,7 +24,7 @@ from dbguard_plugin.backup import (
 )
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.config import Config
-from dbguard_plugin.errors import ConfigError, DbGuardError, VetoedError
+from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VetoedError
 from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo, parse_kind
 from dbguard_plugin.lease import Lease, LeaseView, open_lease
 from dbguard_plugin.location import (
@@ -94,6 +94,10 @@ class Guard:
         self._generation = read_generation(self.location.state_dir)
         # (inode, mtime, size) of generation.json when tick() last read it; () = never
         self._generation_stamp: tuple[int, ...] | None = ()
+        # Set by a fault of the lease or the status file: tick() brings both up to date.
+        self._resync_due = False
+        # Why the dbguard directory cannot be used, found at start_session(), or None.
+        self._unsafe_dir: str | None = None
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, db_url: str | None = None,
@@ -127,14 +131,39 @@ class Guard:
             host,
             dry_run,
         )
-        if self.enabled:
-            problem = self.database_problem()
+        if not self.enabled:
+            return session
+        try:
+            self._unsafe_dir = self._unsafe_state_dir()
+            problem = self._unsafe_dir or self.database_problem()
             if problem is not None:
                 # Trading on a database dbguard cannot guard, or on a fresh file where
                 # its history used to be, is what the guard exists to prevent.
                 self.pause_trading(problem, resume_when=_never)
+            if self._unsafe_dir is not None:
+                # Recovery, the lease and the session-start backup would all write
+                # through the link: the session is only tracked, and orders stay paused.
+                self.state.start_session(session)
+                return session
             self._hook.dbguard_session_started(guard=self, session=session)
+        except tracking.FAULTS as exc:
+            # The built-in plugins contain their own faults; this is a plugin's.
+            if self.state.session is None:
+                self.state.start_session(session)
+            self.report_fault("start_session", exc, "the session is tracked in this "
+                              "process; tick() tries again to publish it")
         return session
+
+    def _unsafe_state_dir(self) -> str | None:
+        """Why the dbguard directory must not be used (a symlink in its place), or None.
+        A fault creating it (a full disk) is not a reason: the hooks report their own."""
+        try:
+            self.lease.prepare()
+        except UnsafePathError as exc:
+            return str(exc)
+        except OSError:
+            pass
+        return None
 
     def refuse_unguardable(self, operation: Operation) -> None:
         """Raise VetoedError before *operation* reads anything through a name of a file
@@ -166,8 +195,22 @@ class Guard:
     def end_session(self) -> SessionInfo | None:
         """Tell dbguard the session ends; call after the host's final commit."""
         session = self.state.session
-        if self.enabled and session is not None:
+        if not self.enabled or session is None:
+            return session
+        if self._unsafe_dir is not None:  # nothing was started through the link
+            self.state.end_session()
+            return session
+        try:
             self._hook.dbguard_session_ending(guard=self, session=session)
+        except tracking.FAULTS as exc:
+            # A plugin's fault may have stopped the hook before the tracking plugin ended
+            # the session: end it here, and give back what it held.
+            self.state.end_session()
+            with contextlib.suppress(*tracking.FAULTS):
+                self.sync_lease()
+            self.lease.release_session()
+            self.report_fault("end_session", exc, "the session ended and the lease is "
+                              "released")
         return session
 
     def admit_order(self, timeout: float | None = None) -> bool:
@@ -175,21 +218,35 @@ class Guard:
 
         Call just before submitting; a host that gets False skips that entry and tries
         again on a later loop. *timeout* (default ``maintenance_wait`` from the config)
-        bounds how long to wait for the operation to finish.
+        bounds how long to wait for the operation to finish. Never raises: when dbguard
+        cannot take the lease or publish the admission (a full disk, say) the answer is
+        False, because an order the lease does not cover would let a replacement through.
         """
         if not self.enabled:
             return True
+        wait = self.config.maintenance_wait if timeout is None else timeout
+        try:
+            return self._admit(wait)
+        except tracking.FAULTS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.report_fault("admit_order", exc, "the new order was refused")
+            signals.notify(signals.maintenance_refused, self,
+                           holder=f"dbguard cannot record the admission ({error})")
+            return False
+
+    def _admit(self, wait: float) -> bool:
         if self.paused is not None and not self._resume():
             log.warning("dbguard: new order refused: %s", self.paused)
             signals.notify(signals.maintenance_refused, self, holder=self.paused)
             return False
         self.state.admit()
-        wait = self.config.maintenance_wait if timeout is None else timeout
         try:
             if self.sync_lease(wait):
                 return True
         except BaseException:
             self.state.withdraw()
+            with contextlib.suppress(*tracking.FAULTS):
+                self.sync_lease()  # gives back a lease taken for this admission alone
             raise
         self.state.withdraw()
         self.sync_lease()
@@ -204,7 +261,10 @@ class Guard:
     def withdraw_admission(self) -> None:
         """Give back an admission whose order was not placed after all."""
         if self.enabled and self.state.withdraw():
-            self.sync_lease()
+            try:
+                self.sync_lease()
+            except tracking.FAULTS as exc:
+                self.report_fault("withdraw_admission", exc, self.lease_outcome())
 
     def order_event(
         self,
@@ -217,47 +277,66 @@ class Guard:
     ) -> None:
         """Report an order event: ``order_event(OrderEvent(...))``,
         ``order_event(id, kind, symbol=..., side=...)`` or
-        ``order_event(order_id=id, kind=kind)``."""
+        ``order_event(order_id=id, kind=kind)``.
+
+        Never raises for a fault of the disk or of data: the tracker always follows the
+        event, and an order that ends always gives back the lease, even when the status
+        file cannot be written. A wrong call (no kind, an unknown kind) still raises."""
         if not self.config.enabled:
             return
         if event is None:
             if order_id is None:
                 raise TypeError("order_event() needs an OrderEvent or an order id")
             event = order_id
+        if not isinstance(event, OrderEvent):
+            if kind is None:
+                raise TypeError("order_event(order_id, kind): kind is required")
+            order_kind = parse_kind(kind)
         caller = self._hook.dbguard_order_event
         impls = caller.get_hookimpls()
         builtin_only = len(impls) == 1 and impls[0].plugin is tracking
-        if isinstance(event, OrderEvent):
-            if builtin_only:
-                tracking.on_order(self, event.order_id, event.kind, event.symbol, event.side,
-                                  event.timestamp, event)
+        try:  # costs nothing until something raises; the tracker handles its own faults
+            if isinstance(event, OrderEvent):
+                if builtin_only:
+                    tracking.on_order(self, event.order_id, event.kind, event.symbol,
+                                      event.side, event.timestamp, event)
+                else:
+                    caller(guard=self, event=event)
+            elif builtin_only:
+                tracking.on_order(self, str(event), order_kind, symbol, side, time.time())
             else:
-                caller(guard=self, event=event)
-            return
-        if kind is None:
-            raise TypeError("order_event(order_id, kind): kind is required")
-        order_kind = parse_kind(kind)
-        if builtin_only:
-            tracking.on_order(self, str(event), order_kind, symbol, side, time.time())
-        else:
-            caller(guard=self, event=OrderEvent(str(event), order_kind, symbol, side))
+                caller(guard=self, event=OrderEvent(str(event), order_kind, symbol, side))
+        except tracking.FAULTS as exc:  # a plugin's: it may have stopped the hook early
+            self.report_fault("order_event", exc, self.lease_outcome())
 
     def reconcile(self, open_orders: dict[str, tuple[str, str]]) -> None:
         """Make the tracker match the host's own list of open orders (id -> (symbol, side))."""
         if not self.enabled:
             return
         flipped = self.state.reconcile(open_orders)
-        if flipped:
-            self.sync_lease()
-        else:
-            self.publish_status_soon()
+        try:
+            if flipped:
+                self.sync_lease()
+            else:
+                self.publish_status_soon()
+        except tracking.FAULTS as exc:
+            self.report_fault("reconcile", exc, self.lease_outcome())
 
     def tick(self) -> None:
         """Call once per host loop: notices a replacement made by another process (and
         calls the host's ``dbguard_refresh``), and takes the interval backup when one is
-        due and no order is in flight (``backup_interval``; off by default)."""
+        due and no order is in flight (``backup_interval``; off by default). After a
+        fault it brings the lease and the status file up to date again. Never raises."""
         if not self.enabled:
             return
+        try:
+            if self._resync_due:
+                self._resync()
+            self._tick()
+        except tracking.FAULTS as exc:
+            self.report_fault("tick", exc, "the next tick() tries again", resync=False)
+
+    def _tick(self) -> None:
         # A host calls this every loop: one stat, and the file is parsed only when it
         # changed. Replacements rewrite it by rename (write_atomic), so a new version has
         # a new inode; stat before reading, so a rename between the two is seen next time.
@@ -408,9 +487,10 @@ class Guard:
         since = session.started_at if session is not None else 0.0
         try:
             newest = self.catalog.newest_verified()
-        except (DbGuardError, OSError):
+            # a manifest with a wrong-typed field must keep the pause, not raise
+            return newest is not None and newest.created_ts >= since
+        except tracking.FAULTS:
             return False
-        return newest is not None and newest.created_ts >= since
 
     # -- lease bookkeeping (used by the built-in tracking plugin) ----------------------
 
@@ -426,9 +506,54 @@ class Guard:
                     return False
                 self._publisher.publish_now()
             elif not busy and self.lease.holding_orders:
-                self._publish_or_withdraw()
-                self.lease.release_orders()
+                try:
+                    self._publish_or_withdraw()
+                except BaseException:
+                    # A file that still lists the ended orders would mislead a reader;
+                    # without one, the session lock still shows the session.
+                    with contextlib.suppress(OSError):
+                        self._publisher.withdraw()
+                    raise
+                finally:
+                    # Releasing is always safe: the lock is the truth, the file explains.
+                    self.lease.release_orders()
             return True
+
+    def report_fault(self, call: str, exc: BaseException, outcome: str, *,
+                     resync: bool = True) -> None:
+        """A host call met a fault of the disk or of data and did *outcome* instead of
+        raising: log it and send ``host-fault``. With *resync*, tick() then brings the
+        lease and the status file up to date."""
+        if resync:
+            self._resync_due = True
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("dbguard: %s could not complete (%s); %s", call, error, outcome)
+        signals.notify(signals.host_fault, self, call=call, error=error, outcome=outcome)
+
+    def lease_outcome(self) -> str:
+        """Where the tracker and the lease stand after a fault, in words."""
+        busy, held = self.state.busy, self.lease.holding_orders
+        if busy and not held:
+            return ("the orders stay tracked in this process, but the lease could not be "
+                    "taken, so other processes cannot see them; tick() tries again")
+        if busy:
+            return ("the lease is held for the orders in flight; the status file could "
+                    "not be updated; tick() tries again")
+        if held:
+            return "the lease could not be released; tick() tries again"
+        return ("nothing is in flight and the lease is released; the status file could "
+                "not be updated; tick() tries again")
+
+    def _resync(self) -> None:
+        """After a fault: take or give back the lease as the tracker says, mark the
+        session active, and rewrite the status file."""
+        self.sync_lease()
+        if self.state.session is not None:
+            self.lease.hold_session()
+        self.publish_status_now()
+        self._resync_due = False
+        log.warning("dbguard: the lease and the status file of %s are up to date again",
+                    self.location.redacted)
 
     def publish_status_soon(self) -> None:
         self._publisher.publish_soon()
@@ -582,11 +707,21 @@ class Guard:
         }
 
     def close(self) -> None:
-        """Give back everything this process holds (the host is shutting down)."""
+        """Give back everything this process holds (the host is shutting down). Never
+        raises: the locks are given back even when the status file cannot be removed."""
         self._publisher.close()
+        fault: Exception | None = None
         with self._lease_lock:
-            self._publisher.withdraw()
-            self.lease.close()
+            try:
+                self._publisher.withdraw()
+            except tracking.FAULTS as exc:
+                fault = exc
+            finally:
+                self.lease.close()
+        if fault is not None:  # reported outside the lock: a receiver may call the guard
+            self.report_fault("close", fault, "the lease is released; the status file could "
+                              "not be removed (the lock decides, the file only explains)",
+                              resync=False)
 
     # -- reasons -------------------------------------------------------------------------
 

@@ -112,6 +112,13 @@ orders_paused = _signals.signal("orders-paused")
 #: password).
 recovery_undecided = _signals.signal("recovery-undecided")
 
+#: A call from the host met a fault of the disk or of data (a full disk, a read-only
+#: directory, an I/O error, a file with bad content) and did not raise: dbguard did what
+#: its fail-safe rule says instead. Arguments: ``call`` (str: the Guard method, e.g.
+#: "admit_order"), ``error`` (str: the exception's type and message), ``outcome`` (str:
+#: what dbguard did instead, e.g. "the new order was refused").
+host_fault = _signals.signal("host-fault")
+
 ALL = (
     session_started,
     session_ended,
@@ -130,4 +137,5 @@ ALL = (
     profile_switched,
     recovery_undecided,
     orders_paused,
+    host_fault,
 )

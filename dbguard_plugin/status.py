@@ -133,7 +133,7 @@ class StatusPublisher:
     def publish_now(self) -> None:
         with self._lock:
             self._wake.clear()
-            write_json_atomic(self.path, self._render())
+            self._write()
 
     def publish_soon(self) -> None:
         if self._wake.is_set():
@@ -151,6 +151,23 @@ class StatusPublisher:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+
+    def _write(self) -> None:
+        try:
+            write_json_atomic(self.path, self._render())
+        except OSError:
+            self._discard_scratch()
+            raise
+
+    def _discard_scratch(self) -> None:
+        """Remove what a failed write left: on a full disk a bot retries every loop, and
+        each try would leave another scratch file (write_atomic's ``.tmp-`` name)."""
+        prefix = f".tmp-{self.path.name}.{os.getpid()}-"
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.path.parent):
+                if name.startswith(prefix):
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path.parent / name)
 
     def _start(self) -> None:
         with self._lock:
@@ -171,7 +188,7 @@ class StatusPublisher:
                 self._wake.clear()
                 if os.path.exists(self.path):
                     with contextlib.suppress(OSError):
-                        write_json_atomic(self.path, self._render())
+                        self._write()
             # Coalesce bursts: one write per interval at most, so a busy host's thread
             # is not competing with a writer for the GIL on every event.
             time.sleep(_MIN_INTERVAL)

@@ -211,7 +211,29 @@ def test_orders_paused(make_guard, received, db_path, db_url, tmp_path):
     assert len(refused) == 1
 
 
+def test_host_fault(guard, received, state_dir):
+    """A status file dbguard cannot write (its name taken by a directory: EISDIR)
+    refuses the admission without raising, and says which call met what."""
+    faults = received(signals.host_fault)
+    refused = received(signals.maintenance_refused)
+    guard.start_session("S-fault")
+    assert faults == []
+    guard._publisher.path.unlink()
+    guard._publisher.path.mkdir()
+    assert guard.admit_order(timeout=0) is False
+    ((sender, kwargs),) = faults
+    assert sender is guard
+    assert set(kwargs) == {"call", "error", "outcome"}
+    assert kwargs["call"] == "admit_order"
+    assert kwargs["error"].startswith("IsADirectoryError: ")
+    assert kwargs["outcome"] == "the new order was refused"
+    assert "dbguard cannot record the admission" in refused[0][1]["holder"]
+    assert not guard.lease.holding_orders
+    assert not guard.state.busy
+
+
 SCENARIOS = {
+    "host-fault": test_host_fault,
     "orders-paused": test_orders_paused,
     "session-started": test_session_started_and_session_ended,
     "session-ended": test_session_started_and_session_ended,
