@@ -253,7 +253,8 @@ def _documented_example() -> tuple[Retention, float, dict[str, tuple[float, str,
         encoding="utf-8")
     policy = re.search(r"``keep_last = (\d+), keep_daily = (\d+), keep_weekly = (\d+)``", text)
     when = re.search(r"a prune on \w+ (\d{4})-(\d\d)-(\d\d)\s+(\d\d):(\d\d):(\d\d) UTC", text)
-    assert policy and when, "docs/backups.rst lacks the worked keep_weekly example"
+    assert policy, "docs/backups.rst lacks the worked keep_weekly example's policy"
+    assert when, "docs/backups.rst lacks the time of the worked keep_weekly example's prune"
     lines = re.findall(r"^\s+(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) (\w+)\s+(\d{4}-W\d\d)"
                        r"\s+(kept|deleted)", text, re.MULTILINE)
     assert len(lines) >= 4, "the worked example lists too few backups"
