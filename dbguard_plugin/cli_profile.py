@@ -211,17 +211,22 @@ def delete(name: str, force: bool, delete_data: bool, yes: bool) -> None:
 @click.option("--force", is_flag=True,
               help="Override an active session and plugin vetoes (recorded in the audit "
               "log; never orders in flight).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @common
 @handle_errors
-def switch(name: str, force: bool) -> None:
+def switch(name: str, force: bool, yes: bool) -> None:
     """Make NAME the active profile: guarded, after a pre-switch backup.
 
-    Exit 3 with every reason when vetoed (orders in flight, an active session where the
-    current profile's strictness forbids it).
+    Asks first (--yes for scripts). Exit 3 with every reason when vetoed (orders in
+    flight, an active session where the current profile's strictness forbids it).
     """
     from dbguard_plugin.progress import LazyBar
 
     store = _store()
+    store.get(name)  # a bad or unknown name is refused before anyone is asked
+    active = store.active_name()
+    if active != name:  # switching to the active profile changes nothing: nothing to ask
+        confirm(f"Switch the active profile from {active or '(none)'} to {name}?", yes)
     with LazyBar("backing up", enabled=not _options().json) as bar:
         outcome = store.switch(name, db_url=_base_db(), force=force, progress=bar)
     lines = [f"switched {outcome.previous or '(none)'} -> {outcome.active}; database "

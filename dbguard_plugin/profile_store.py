@@ -327,9 +327,11 @@ class ProfileStore:
             guard = Guard(current if current.db_url else target_config)
         try:
             warnings = []
-            if guard.location.identity == new_db.identity:
+            # Before the first switch there is no previous profile to share a database
+            # with: the new profile taking the bot config's database is the usual start.
+            if previous is not None and guard.location.identity == new_db.identity:
                 warnings.append(
-                    f"profiles {previous or '(none)'} and {name} use the same database "
+                    f"profiles {previous} and {name} use the same database "
                     f"{new_db.redacted}; give {name} its own with 'dbguard profile update "
                     f"{name} --db-url URL'")
             if new_db.sqlite_path is not None and not new_db.sqlite_path.exists():

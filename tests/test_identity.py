@@ -98,7 +98,8 @@ def _profiles(run_cli: Callable[..., object], tmp_path: Path, url: str) -> dict[
         config = folder / "config.json"
         config.write_text(json.dumps({"db_url": f"sqlite:///{other}"}), encoding="utf-8")
         for args in (("profile", "create", "paper", "--kind", "testing", "--db-url", url),
-                     ("profile", "switch", "paper" if name == "switching" else "development")):
+                     ("profile", "switch", "paper" if name == "switching" else "development",
+                      "--yes")):
             made = run_cli(*args, "--config", str(config))
             assert made.returncode == 0, made.stdout + made.stderr  # type: ignore[attr-defined]
         configs[name] = str(config)
@@ -126,7 +127,7 @@ def test_every_command_through_every_spelling_is_vetoed_by_a_bot_in_flight(
         "check restore": ("check", "restore", *db_args),
     }
     if configs:
-        commands["profile switch"] = ("profile", "switch", "development",
+        commands["profile switch"] = ("profile", "switch", "development", "--yes",
                                       "--config", configs["switching"])
         commands["profile delete --delete-data"] = (
             "profile", "delete", "paper", "--delete-data", "--yes",
@@ -262,7 +263,7 @@ def test_profile_delete_data_sees_the_production_database_through_a_symlink(
     created = run_cli("profile", "create", "paper", "--kind", "testing", "--db-url",
                       f"sqlite:///{tmp_path}/alias/tradesv3.sqlite", *cfg)
     assert created.returncode == 0, created.stderr
-    assert run_cli("profile", "switch", "production", *cfg).returncode == 0
+    assert run_cli("profile", "switch", "production", "--yes", *cfg).returncode == 0
     before = content(db)
     deleted = run_cli("profile", "delete", "paper", "--delete-data", "--yes", *cfg)
     assert deleted.returncode == 2, deleted.stdout + deleted.stderr

@@ -49,7 +49,7 @@ def bot(tmp_path: Path, run_cli) -> dict[str, Path | str]:
     cfg = ("--config", str(config))
     for args in (("profile", "create", "live", "--kind", "production", "--db-url",
                   f"sqlite:///{tmp_path}/alias/tradesv3.sqlite"),
-                 ("profile", "switch", "live")):
+                 ("profile", "switch", "live", "--yes")):
         done = run_cli(*args, *cfg)
         assert done.returncode == 0, done.stdout + done.stderr
     made = run_cli("backup", *cfg, "--json")

@@ -286,7 +286,7 @@ def test_development_session_only_warns_but_orders_still_veto(store, bot, spawn,
 def test_production_session_vetoes_a_switch(store, bot, spawn, scripts, run_cli) -> None:
     store.switch("production")
     session = spawn(scripts["bot_with_session"], f"sqlite:///{bot['prod']}")
-    result = run_cli("profile", "switch", "testing", "--config", str(bot["config"]))
+    result = run_cli("profile", "switch", "testing", "--yes", "--config", str(bot["config"]))
     assert result.returncode == 3, result.stdout + result.stderr
     assert "session S-idle" in result.stderr
     assert "production environment" in result.stderr
@@ -371,7 +371,7 @@ def test_cli_create_update_show_switch_delete(run_cli, bot) -> None:
     assert nothing.returncode == 2
     assert "nothing to change" in nothing.stderr
 
-    switched = run_cli("profile", "switch", "paper", *cfg, "--json")
+    switched = run_cli("profile", "switch", "paper", "--yes", *cfg, "--json")
     assert switched.returncode == 0, switched.stderr
     outcome = json.loads(switched.stdout)
     assert outcome["active"] == "paper"
@@ -388,7 +388,7 @@ def test_cli_create_update_show_switch_delete(run_cli, bot) -> None:
     active = run_cli("profile", "delete", "paper", *cfg)
     assert active.returncode == 2
     assert "is the active profile" in active.stderr
-    assert run_cli("profile", "switch", "development", *cfg).returncode == 0
+    assert run_cli("profile", "switch", "development", "--yes", *cfg).returncode == 0
     deleted = run_cli("profile", "delete", "paper", *cfg, "--json")
     assert deleted.returncode == 0, deleted.stderr
     assert str(bot["dry"]) in json.loads(deleted.stdout)["kept"]

@@ -63,13 +63,13 @@ def test_orders_in_another_process_veto_the_switch_until_they_end(
     holder = spawn(scripts["bot_with_orders"], f"sqlite:///{bot['prod']}")
     first_backups = sorted(catalog.glob("*.json"))
 
-    vetoed = run_cli("profile", "switch", "testing", *cfg)
+    vetoed = run_cli("profile", "switch", "testing", "--yes", *cfg)
     assert vetoed.returncode == 3, vetoed.stdout + vetoed.stderr
     assert "profile_switch: vetoed" in vetoed.stderr
     assert f"2 orders in flight in pid {holder.pid}" in vetoed.stderr
     assert "A-1001" in vetoed.stderr
     assert "B-2002" in vetoed.stderr
-    as_json = run_cli("profile", "switch", "testing", *cfg, "--json")
+    as_json = run_cli("profile", "switch", "testing", "--yes", *cfg, "--json")
     assert as_json.returncode == 3
     codes = {r["code"] for r in json.loads(as_json.stdout)["verdict"]["reasons"]}
     assert {"orders-in-flight", "session-active"} <= codes
@@ -79,7 +79,7 @@ def test_orders_in_another_process_veto_the_switch_until_they_end(
     holder.send("exit")
     assert holder.wait() == 0
 
-    done = run_cli("profile", "switch", "testing", *cfg, "--json")
+    done = run_cli("profile", "switch", "testing", "--yes", *cfg, "--json")
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)
     assert (outcome["previous"], outcome["active"]) == ("production", "testing")
@@ -102,7 +102,7 @@ def test_a_restarted_bot_follows_the_active_profile(spawn, run_cli, bot) -> None
     """
     first = spawn(script, str(bot["config"]), ready="DB")
     assert first.output[-1] == f"DB production sqlite:///{bot['prod']}"
-    assert run_cli("profile", "switch", "testing", "--config", str(bot["config"])) \
+    assert run_cli("profile", "switch", "testing", "--yes", "--config", str(bot["config"])) \
         .returncode == 0
     second = spawn(script, str(bot["config"]), ready="DB")
     assert second.output[-1] == f"DB testing sqlite:///{bot['dry']}"
@@ -165,7 +165,7 @@ def test_sigkill_at_each_step_leaves_one_active_profile(run_cli, child_env, bot,
                                                          point: str) -> None:
     cfg = ("--config", str(bot["config"]))
     before = {name: _digest(bot[name]) for name in ("prod", "dry")}
-    killed = run_cli("profile", "switch", "testing", *cfg,
+    killed = run_cli("profile", "switch", "testing", "--yes", *cfg,
                      env=child_env(DBGUARD_CRASH_AT=point))
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
 
@@ -178,7 +178,7 @@ def test_sigkill_at_each_step_leaves_one_active_profile(run_cli, child_env, bot,
     assert leftovers == []
 
     # the next command finds the lease free and finishes the job
-    again = run_cli("profile", "switch", "testing", *cfg, "--json")
+    again = run_cli("profile", "switch", "testing", "--yes", *cfg, "--json")
     assert again.returncode == 0, again.stderr
     assert _active(run_cli, bot["config"]) == "testing"
     backups = run_cli("backups", "--profile", "production", *cfg, "--json")
@@ -187,3 +187,53 @@ def test_sigkill_at_each_step_leaves_one_active_profile(run_cli, child_env, bot,
     assert not [n for n in names if n.startswith(".tmp-")], names
     ids = [b["id"] for b in json.loads(backups.stdout)]
     assert all((catalog / f"{i}.sqlite").exists() for i in ids)
+
+
+# -- confirmation, and the first switch's warnings -------------------------------------------
+
+
+def _fresh_bot(tmp_path: Path) -> tuple[str, ...]:
+    """A bot config naming one database and a profiles file with no active profile."""
+    db = tmp_path / "fresh.sqlite"
+    _make_db(db, 3)
+    config = tmp_path / "fresh.json"
+    config.write_text(json.dumps({"db_url": f"sqlite:///{db}"}), encoding="utf-8")
+    return ("--config", str(config))
+
+
+def test_switch_without_yes_and_without_a_terminal_changes_nothing(
+    run_cli, bot: dict[str, Path]
+) -> None:
+    cfg = ("--config", str(bot["config"]))
+    catalog = bot["prod"].with_name("tradesv3.sqlite.dbguard") / "backups"
+    before = sorted(catalog.glob("*.json"))
+    asked = run_cli("profile", "switch", "testing", *cfg)
+    assert asked.returncode == 2, asked.stdout + asked.stderr
+    assert asked.stderr.strip() == (
+        "dbguard: Switch the active profile from production to testing? needs "
+        "confirmation: pass --yes to go ahead without being asked (no terminal to ask on)")
+    assert _active(run_cli, bot["config"]) == "production"
+    assert sorted(catalog.glob("*.json")) == before, "nothing is backed up before a yes"
+
+    short = run_cli("profile", "switch", "testing", "-y", *cfg)
+    assert short.returncode == 0, short.stderr
+    assert short.stdout.startswith("switched production -> testing; database ")
+    assert _active(run_cli, bot["config"]) == "testing"
+    # The active profile again: nothing changes, so nothing is asked.
+    again = run_cli("profile", "switch", "testing", *cfg)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "profile testing is already active"
+
+
+def test_the_first_switch_does_not_warn_about_a_shared_database(run_cli, tmp_path) -> None:
+    cfg = _fresh_bot(tmp_path)
+    first = run_cli("profile", "switch", "development", "--yes", *cfg)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("switched (none) -> development; database ")
+    assert "same database" not in first.stdout + first.stderr
+    assert "(none)" not in first.stdout.split("\n", 1)[1]
+    # From one profile to another on the same database: that is worth a warning.
+    second = run_cli("profile", "switch", "testing", "--yes", *cfg, "--json")
+    assert second.returncode == 0, second.stderr
+    (warning,) = [w for w in json.loads(second.stdout)["warnings"] if "same database" in w]
+    assert warning.startswith("profiles development and testing use the same database ")

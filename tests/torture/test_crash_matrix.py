@@ -208,7 +208,7 @@ def test_sigkill_then_recovery(
         store.switch("production")
         digests = (content_digest(db_path), content_digest(dry))
         cfg = ["--config", str(config_file)]
-        crashed = run_cli("profile", "switch", "testing", *cfg, env=killed_env)
+        crashed = run_cli("profile", "switch", "testing", "--yes", *cfg, env=killed_env)
         assert crashed.returncode == -signal.SIGKILL, case + crashed.stderr
         listed = run_cli("profile", "list", *cfg, "--json")
         assert listed.returncode == 0, listed.stderr
@@ -219,7 +219,7 @@ def test_sigkill_then_recovery(
         assert _old_or_new(tally, dry, digests[1], digests[1], case) == "old"
         assert [p.name for p in tmp_path.iterdir()
                 if p.name.startswith(f".tmp-{BESIDE_CONFIG}")] == []
-        again = run_cli("profile", "switch", "testing", *cfg)
+        again = run_cli("profile", "switch", "testing", "--yes", *cfg)
         assert again.returncode == 0, again.stderr
         assert leftovers(state_dir) == []
         _assert_catalog_sound(catalog, db_path)
