@@ -6,15 +6,12 @@ them out live in conftest.py.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+from faults import mounted  # noqa: F401  (moved to tests/faults.py; imported from here)
 
 #: The CI size of the backup-then-restore loop; the soak run passes ``--torture-cycles 1000``.
 CI_CYCLES = 200
@@ -109,21 +106,3 @@ def check_database(tally: Tally, path: Path) -> None:
     if result != ["ok"]:
         tally.corrupt += 1
     assert result == ["ok"], f"{path}: {result[:5]}"
-
-
-# -- mounts (root only): a small filesystem, a read-only view --------------------------------
-
-
-@contextlib.contextmanager
-def mounted(target: Path, *args: str) -> Iterator[None]:
-    """``mount ARGS TARGET`` for the block; skips the test when this machine cannot mount
-    (not root, or a container without CAP_SYS_ADMIN)."""
-    done = subprocess.run(["mount", *args, str(target)], capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount here ({done.stderr.strip() or 'not permitted'}); "
-                    "this fault needs root with CAP_SYS_ADMIN")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)

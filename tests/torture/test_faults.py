@@ -25,7 +25,6 @@ How each is made, honestly:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import stat
@@ -37,6 +36,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from faults import fill as _fill
+from faults import small_disk
 from harness import (
     Tally,
     change,
@@ -101,21 +102,6 @@ def test_a_disk_too_small_for_a_backup_is_refused_before_writing(
         assert file_sha(db) == before
         assert leftovers(small / "tradesv3.sqlite.dbguard" / "backups") == []
         _mark(tally, "disk too small for a backup (3 MiB tmpfs)")
-
-
-@contextlib.contextmanager
-def small_disk(directory: Path, size: str) -> Iterator[None]:
-    """A real filesystem of *size* (tmpfs) mounted at *directory* for the block."""
-    directory.mkdir()
-    with mounted(directory, "-t", "tmpfs", "-o", f"size={size}", "tmpfs"):
-        yield
-
-
-def _fill(directory: Path) -> None:
-    """Take every free byte of *directory*'s filesystem, as another program would."""
-    free = shutil.disk_usage(directory).free
-    with open(directory / "filler", "wb") as fh, contextlib.suppress(OSError):
-        fh.write(bytes(free))
 
 
 def test_the_disk_fills_during_a_backup_copy(
