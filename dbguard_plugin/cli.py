@@ -385,8 +385,10 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool,
     guard = open_guard()
     guard.refuse_unguardable(Operation.RESTORE)
     manifest, source_env = _restore_source(guard, backup_id, from_profile, force)
-    # The full diff (rows lost per table) is what a person confirms; --yes skips that scan.
-    changes = engine.preview(guard, manifest, rows_lost=preview or not yes)
+    # Wherever the table is printed, LOST is counted (a scan by primary key): a '-' there
+    # read as "nothing lost" to operators restoring with --yes. Only --json without
+    # --preview prints no table, so only it skips the scan.
+    changes = engine.preview(guard, manifest, rows_lost=preview or not _options().json)
     if preview or not _options().json:
         emit({"backup": manifest.as_dict(), "preview": changes.as_dict()},
              f"restore {manifest.id} ({manifest.reason}, {manifest.created}) into "

@@ -273,6 +273,24 @@ def test_dropping_open_positions_needs_force_and_is_audited(
     assert [r["message"] for r in entry["reasons_overridden"]] == WARNINGS[:2]
 
 
+def test_restore_with_yes_prints_the_rows_lost_that_preview_prints(
+    freqtrade_backup, run_cli, db_url
+):
+    """--yes skips the question, not the counting: LOST is a number, never a bare '-'."""
+    previewed = run_cli("restore", freqtrade_backup.id, "--preview", "--db", db_url)
+    assert previewed.returncode == 0, previewed.stderr
+    done = run_cli("restore", freqtrade_backup.id, "--db", db_url, "--yes", "--force")
+    assert done.returncode == 0, done.stderr
+    table = [line.split() for line in done.stdout.splitlines()[1:5]]
+    assert table == [
+        ["TABLE", "NOW", "BACKUP", "LOST"],
+        ["orders", "5", "2", "3"],
+        ["pairlocks", "2", "1", "1"],
+        ["trades", "4", "2", "2"],
+    ]
+    assert done.stdout.splitlines()[:5] == previewed.stdout.splitlines()[:5]
+
+
 def test_restore_without_yes_and_without_a_tty_asks_for_yes(
     restorable, run_cli, db_url, db_path, state_dir
 ):

@@ -27,6 +27,18 @@ def server_preview(guard: Guard, manifest: Manifest) -> Preview:
                                 "changed: " + "; ".join(result.problems))
     live = dialect_for(guard.location).live_facts().tables
     return Preview(tables=[
-        TableChange(name, live.get(name), manifest.tables.get(name), None)
+        TableChange(name, live.get(name), manifest.tables.get(name),
+                    _rows_lost(live.get(name), manifest.tables.get(name)))
         for name in sorted(set(live) | set(manifest.tables))
     ])
+
+
+def _rows_lost(now: int | None, backup: int | None) -> int | None:
+    """Exact where the counts decide it: a table the backup lacks loses every live row,
+    one the live database lacks loses none. For a table on both sides it would take
+    loading the archive to compare keys, so it stays None (printed '-': not counted)."""
+    if now is None:
+        return 0
+    if backup is None:
+        return now
+    return None
