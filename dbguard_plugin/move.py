@@ -101,7 +101,7 @@ def move(
         tmp = Path(intent.tmp_path)
         try:
             _copy_verified(old, tmp, guard.config.busy_timeout, progress)
-            os.chmod(tmp, stat.S_IMODE(old.stat().st_mode))  # the host may run as another user
+            os.chmod(tmp, private_mode(old.stat().st_mode))
             reach("move:copied")
             # From here the new path may hold the copy: undoing must remove it too (it was
             # checked not to exist before, so nothing of the operator's is there).
@@ -246,6 +246,12 @@ def _validate_target(old: Path, new_path: str) -> Path:
     # Known by its resolved directory, as every database is: a link further up the path
     # must not give the new place a second identity.
     return Path(os.path.realpath(new.parent)) / new.name
+
+
+def private_mode(old_mode: int) -> int:
+    """The moved file's mode: 0600 (a database of positions and orders is nobody else's
+    to read), or the old file's owner bits when they were more restrictive (0400 stays)."""
+    return stat.S_IMODE(old_mode) & 0o600
 
 
 def _copy_verified(old: Path, tmp: Path, busy_timeout: float,

@@ -134,6 +134,26 @@ def test_move_switches_the_config_and_takes_the_backups_along(
     assert rows(new_path) == content
 
 
+@pytest.mark.parametrize(("old_mode", "new_mode"), [
+    (0o644, 0o600),  # readable by everyone: the moved database is private
+    (0o664, 0o600),
+    (0o600, 0o600),
+    (0o400, 0o400),  # more restrictive than 0600: kept
+])
+def test_the_moved_file_is_private_unless_the_old_one_was_stricter(
+    old_mode, new_mode, tmp_path, db_path, db_url, run_cli
+):
+    make_db(db_path)
+    os.chmod(db_path, old_mode)
+    content = rows(db_path)
+    new_path = tmp_path / "moved.sqlite"
+    result = run_cli("move", str(new_path), "--db", db_url, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stat.S_IMODE(new_path.stat().st_mode) == new_mode
+    assert rows(new_path) == content
+    assert stat.S_IMODE(db_path.stat().st_mode) == old_mode  # the old file is untouched
+
+
 def test_move_with_delete_old_removes_the_old_file_and_its_wal_and_shm(
     bot_config, tmp_path, db_path, db_url, run_cli
 ):
