@@ -168,8 +168,10 @@ def _restore_sqlite(guard: Guard, manifest: Manifest, *, force: bool, who: str |
             reach("restore:space-checked")
             changes = compute(live, plain, guard.config.open_orders,
                               guard.config.open_trades, rows_lost=False)
-            if changes.drops_open_positions:
-                _allow_dropping(guard, manifest, changes, force, who)
+            vetoable = _not_reopened_by_last(guard, manifest, changes) \
+                if operation == "rollback" else changes
+            if vetoable.drops_open_positions:
+                _allow_dropping(guard, manifest, vetoable, force, who, operation)
             safety = _safety_backup(guard, manifest, live)
             reach("restore:safety-done")
             intent = journal.Intent(
@@ -184,7 +186,7 @@ def _restore_sqlite(guard: Guard, manifest: Manifest, *, force: bool, who: str |
             signals.notify(signals.restore_started, guard, backup_id=manifest.id,
                            operation=operation)
             _write(guard, intent, live, plain, manifest, progress)
-        finish(guard, intent)
+        finish(guard, intent, reopened=_reopened(changes))
         replaced(guard, Operation.RESTORE, manifest.id, intent.safety_id, operation)  # lease held
     resolved = previous.operation if previous is not None else ""
     return Outcome(operation, manifest.id, intent.safety_id, guard.location.redacted,
@@ -290,12 +292,18 @@ def rollback(guard: Guard, *, force: bool = False, who: str | None = None,
                    operation="rollback")
 
 
-def finish(guard: Guard, intent: journal.Intent) -> None:
-    """The last steps of a restore that committed and checked: record it, drop the journal."""
+def finish(guard: Guard, intent: journal.Intent,
+           reopened: dict[str, list[str]] | None = None) -> None:
+    """The last steps of a restore that committed and checked: record it, drop the journal.
+
+    *reopened* names the orders and trades this replacement opened again (open in what
+    it wrote, not before); a rollback of it may close exactly those without --force.
+    """
     write_json_atomic(guard.location.state_dir / LAST, {
         "operation": intent.operation, "backup_id": intent.backup_id,
         "safety_id": intent.safety_id, "when": time.time(),
         "database": guard.location.redacted,
+        **({"reopened": reopened} if reopened is not None else {}),
     })
     bump_generation(guard, intent.operation)
     reach("restore:recorded")
@@ -528,11 +536,40 @@ def _check_space(live: Path, manifest: Manifest) -> None:
         )
 
 
+def _reopened(changes: Preview) -> dict[str, list[str]]:
+    return {"orders": list(changes.orders_resurrected),
+            "trades": list(changes.trades_resurrected)}
+
+
+def _not_reopened_by_last(guard: Guard, manifest: Manifest, changes: Preview) -> Preview:
+    """A rollback's *changes* without the positions the replacement it undoes opened
+    again: closing those puts back the state before the operator's own restore (the
+    safety backup is that state), so it needs no --force. Positions opened since, by
+    the bot, still count. Nothing is exempt when the record is not of this safety
+    backup or predates ``reopened`` (a restore that recovery finished)."""
+    last = last_replacement(guard) or {}
+    reopened = last.get("reopened")
+    if last.get("safety_id") != manifest.id or not isinstance(reopened, dict):
+        return changes
+    orders = {str(i) for i in reopened.get("orders", ())}
+    trades = {str(i) for i in reopened.get("trades", ())}
+    return dataclasses.replace(
+        changes,
+        open_orders_lost=[i for i in changes.open_orders_lost if i not in orders],
+        open_trades_lost=[i for i in changes.open_trades_lost if i not in trades],
+    )
+
+
 def _allow_dropping(guard: Guard, manifest: Manifest, changes: Preview, force: bool,
-                    who: str | None) -> None:
+                    who: str | None, operation: str = "restore") -> None:
     reasons = drop_reasons(changes)
     verdict = Verdict(Operation.RESTORE, reasons)
     if not force:
+        if operation == "rollback":
+            raise VetoedError(verdict, f"rollback to {manifest.id} would drop open positions "
+                              "opened since the replacement it undoes; nothing was changed:\n"
+                              + "\n".join(f"  - {r.message}" for r in reasons)
+                              + "\nuse --force to roll back anyway")
         raise VetoedError(verdict, f"restoring {manifest.id} would drop open positions; "
                           "nothing was changed:\n" + "\n".join(f"  - {r.message}"
                                                                for r in reasons)

@@ -152,3 +152,76 @@ def test_a_restore_under_strict_retention_keeps_the_backup_it_restores(
     result = run_cli("restore", manifest.id, "--config", str(strict), "--yes")
     assert result.returncode == 0, result.stderr
     assert content_digest(db_path) == backup_digest
+
+
+# -- undoing a restore that reopened positions ----------------------------------------------
+
+POSITIONS_SCHEMA = """
+    CREATE TABLE trades (id INTEGER PRIMARY KEY, pair TEXT, is_open BOOLEAN NOT NULL);
+    CREATE TABLE orders (id INTEGER PRIMARY KEY, ft_trade_id INTEGER, ft_is_open BOOLEAN NOT NULL);
+"""
+
+
+def make_positions_db(path: Path) -> None:
+    """Backed-up state: trade 1 closed, trade 2 open; their orders closed."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(POSITIONS_SCHEMA)
+    conn.executemany("INSERT INTO trades VALUES (?, ?, ?)",
+                     [(1, "BTC/USDT", 0), (2, "ETH/USDT", 1)])
+    conn.executemany("INSERT INTO orders VALUES (?, ?, 0)", [(1, 1), (2, 2)])
+    conn.commit()
+    conn.close()
+
+
+def execute(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+@pytest.fixture
+def forced(db_path, db_url, make_guard, run_cli):
+    """The bot traded on after a backup (trade 2 closed, trade 3 and order 3 open); the
+    operator restored the backup with --force, dropping trade 3 and order 3 and opening
+    trade 2 again. Returns the digest of the database before that restore."""
+    make_positions_db(db_path)
+    manifest = make_guard(Config(db_url=db_url)).backup()
+    execute(db_path, "UPDATE trades SET is_open = 0 WHERE id = 2",
+            "INSERT INTO trades VALUES (3, 'SOL/USDT', 1)", "INSERT INTO orders VALUES (3, 3, 1)")
+    before = content_digest(db_path)
+    refused = run_cli("restore", manifest.id, "--db", db_url, "--yes")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    done = run_cli("restore", manifest.id, "--db", db_url, "--yes", "--force")
+    assert done.returncode == 0, done.stderr
+    return before
+
+
+def test_rolling_back_a_forced_restore_needs_no_force(forced, run_cli, db_url, db_path):
+    result = run_cli("rollback", "--db", db_url, "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("rolled back: the database holds ")
+    assert content_digest(db_path) == forced  # trade 2 closed again, trade 3 open again
+    # ... and going forward again closes trade 3 and order 3, which the rollback reopened.
+    again = run_cli("rollback", "--db", db_url, "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_rollback_still_refuses_to_drop_positions_opened_since(
+    forced, run_cli, db_url, db_path
+):
+    execute(db_path, "INSERT INTO trades VALUES (4, 'ADA/USDT', 1)")  # the bot traded on
+    now = content_digest(db_path)
+    refused = run_cli("rollback", "--db", db_url, "--yes")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    message = refused.stderr
+    assert message.startswith("dbguard: rollback to ")
+    assert "would drop open positions opened since the replacement it undoes" in message
+    assert "  - 1 open trade now missing or closed in the backup: 4\n" in message
+    assert "use --force to roll back anyway" in message
+    assert "restor" not in message.replace("pre-restore", "")  # a rollback says rollback
+    assert content_digest(db_path) == now
+    done = run_cli("rollback", "--db", db_url, "--yes", "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
