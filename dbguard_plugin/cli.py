@@ -291,6 +291,8 @@ def backups() -> None:
             f"{r['id']:<38} {r['time']:<24} {r['reason']:<14} {_size(int(r['size'])):>10} "
             f"{'yes' if r['verified'] else 'NO':<8} {str(r['sha256'])[:12]}"
         )
+        if r["note"]:  # free text of any length: on its own line, under its backup
+            click.echo(f"  note: {r['note']}")
     click.echo(f"{len(rows)} backups in {guard.catalog.directory}")
 
 
@@ -308,7 +310,7 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
     if bool(backup_id) == check_all:
         raise ConfigError("give one backup ID or --all ('dbguard backups' lists the ids)")
     guard = open_guard()
-    manifests = guard.catalog.manifests() if check_all else [guard.catalog.get(backup_id or "")]
+    manifests = guard.catalog.manifests() if check_all else [_to_verify(guard, backup_id or "")]
     results = [verify_backup(guard.catalog, m, level) for m in manifests]
     for result in results:
         guard.catalog.record_verification(result.manifest, result.ok)
@@ -323,6 +325,18 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
     emit({"results": [r.as_dict() for r in results], "ok": not bad}, "\n".join(lines))
     if bad:
         sys.exit(EXIT_VERIFY)
+
+
+def _to_verify(guard: Any, backup_id: str) -> Any:
+    """The manifest of *backup_id*; an id the catalog lacks fails verification (exit 4):
+    a cron job verifying a backup it expects must hear that it is gone."""
+    from dbguard_plugin.catalog import BackupNotFound
+    from dbguard_plugin.errors import VerificationError
+
+    try:
+        return guard.catalog.get(backup_id)
+    except BackupNotFound as exc:
+        raise VerificationError(f"verification failed: no such backup: {exc}") from None
 
 
 @cli.command()

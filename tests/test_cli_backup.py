@@ -105,6 +105,34 @@ def test_backup_json_and_the_listing(db_path, db_url, run_cli):
     assert lines[-1] == f"2 backups in {catalog_of(db_path)}"
 
 
+def test_the_listing_shows_the_note_under_its_backup(db_path, db_url, run_cli):
+    make_db(db_path)
+    plain = json.loads(run_cli("backup", "--db", db_url, "--json").stdout)
+    noted = run_cli("backup", "--reason", "before editing pairlocks by hand", "--db", db_url,
+                    "--json")
+    assert noted.returncode == 0, noted.stderr
+    note_id = json.loads(noted.stdout)["id"]
+    human = run_cli("backups", "--db", db_url)
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:3]] == [plain["id"], note_id]
+    assert lines[3] == "  note: before editing pairlocks by hand"  # under its own row
+    assert lines[4] == f"2 backups in {catalog_of(db_path)}"  # no note line for the other
+
+
+def test_verifying_an_unknown_backup_fails_verification(db_path, db_url, run_cli):
+    make_db(db_path)
+    assert run_cli("backup", "--db", db_url).returncode == 0
+    human = run_cli("verify", "20261129T000000000Z-manual", "--db", db_url)
+    assert human.returncode == 4, human.stdout + human.stderr
+    assert human.stderr.startswith(
+        "dbguard: verification failed: no such backup: no backup "
+        "'20261129T000000000Z-manual' in ")
+    as_json = run_cli("verify", "20261129T000000000Z-manual", "--db", db_url, "--json")
+    assert as_json.returncode == 4
+    assert json.loads(as_json.stdout)["exit_code"] == 4
+
+
 def test_a_known_reason_is_kept_as_the_reason(db_path, db_url, run_cli):
     make_db(db_path)
     result = run_cli("backup", "--reason", "pre-restore", "--db", db_url, "--json")
