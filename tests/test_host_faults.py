@@ -247,8 +247,8 @@ def test_a_wrong_typed_manifest_keeps_orders_paused(
     make_guard: Callable[..., Guard], db_path: Path, db_url: str,
 ) -> None:
     """Bad data read back from disk: a paused guard asks the catalog for a verified
-    backup on every admission; a manifest whose created_ts is a string refuses the
-    order, never raises TypeError into the host."""
+    backup on every admission; a manifest whose created_ts is a string keeps refusing
+    the order, and never raises TypeError into the host."""
     with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY)")
     guard = make_guard(Config(db_url=db_url, backup_on_session_start=False))
@@ -259,9 +259,9 @@ def test_a_wrong_typed_manifest_keeps_orders_paused(
     data = json.loads(path.read_text())
     data["created_ts"] = "yesterday"
     path.write_text(json.dumps(data))
-    newest = guard.catalog.newest_verified()
-    assert newest is not None
-    assert isinstance(newest.created_ts, str)  # read as found: the comparison would raise
+    # Whether the catalog refuses the manifest when reading it (manifest validation) or
+    # hands it on and the comparison with the session start raises TypeError, the host
+    # gets a refusal, never the exception.
     assert guard.admit_order(timeout=0) is False
     assert guard.paused is not None
     assert not guard.state.busy
