@@ -18,7 +18,15 @@ from dbguard_plugin.errors import ConfigError
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # user:password@ anywhere, with or without a scheme before it (a URL typed without "://"
 # must not leak its password into an error message either).
-_CREDENTIALS = re.compile(r"([^\s:/@'\"]+:)[^\s'\"/]*@")
+#: user:password@ after a scheme (the password runs to the token's last @, so a / or a
+#: quote in it is hidden too), or without one (a URL typed without "://").
+_CREDENTIALS = re.compile(r"(://[^\s/@:'\"]*:)\S*@|()([^\s:/@'\"]+:)[^\s'\"/]*@")
+#: Settings named like a secret, in a query string or a libpq keyword list.
+_SECRET_SETTING = re.compile(
+    r"(?i)((?:^|[?&;\s])(?:password|passwd|pwd|pass|secret|token|api[_-]?key|apikey|"
+    r"access[_-]?key|secret[_-]?key|sslpassword|auth|authorization|credentials?)"
+    r"\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^&\s'\"#;]*)"
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ def locate(url: str | URL, state_dir: str | Path | None = None) -> DatabaseLocat
     directory, named after the server and database, unless *state_dir* is given.
     """
     parsed = parse_url(url)
-    redacted = parsed.render_as_string(hide_password=True)
+    redacted = redact(parsed.render_as_string(hide_password=True))
     sqlite_path: Path | None = None
     if parsed.get_backend_name() == "sqlite":
         sqlite_path = sqlite_file(parsed.database or "", redacted)
@@ -93,11 +101,17 @@ def parse_url(url: str | URL) -> URL:
     try:
         return make_url(url) if isinstance(url, str) else url
     except (ArgumentError, ValueError) as exc:
-        shown = redact(str(url))
+        shown = redact_unparsed(str(url))
         raise ConfigError(
-            f"database URL {shown!r} is not a SQLAlchemy URL ({redact(str(exc))}); "
+            f"database URL {shown!r} is not a SQLAlchemy URL ({_reason(exc, str(url))}); "
             "expected e.g. sqlite:////path/to/tradesv3.sqlite"
         ) from None
+
+
+def _reason(exc: Exception, url: str) -> str:
+    """The parser's complaint, which may quote the URL back: never with its secret."""
+    reason = str(exc).replace(url, redact_unparsed(url))
+    return redact(reason)
 
 
 def sqlite_file(database: str, shown: str = "") -> Path:
@@ -191,8 +205,26 @@ def hard_link_problem(location: DatabaseLocation) -> str | None:
 
 
 def redact(text: str) -> str:
-    """Hide a password in anything that looks like a URL with credentials."""
-    return _CREDENTIALS.sub(r"\1***@", text)
+    """*text* with every password hidden: a URL's userinfo and any setting named like a
+    secret (``?password=``, ``&token=``, ``sslpassword=...``). The one function every
+    URL and error text goes through before it leaves the process."""
+    text = _CREDENTIALS.sub(_mask_userinfo, text)
+    return _SECRET_SETTING.sub(r"\1***", text)
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        return f"{match.group(1)}***@"
+    return f"{match.group(2)}{match.group(3)}***@"
+
+
+def redact_unparsed(text: str) -> str:
+    """A string that is not even a URL (a password with a space or a quote in it): all
+    between ``://`` and the last ``@`` goes, whatever it holds."""
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return redact(scheme + sep + rest)
 
 
 def user_state_dir() -> Path:

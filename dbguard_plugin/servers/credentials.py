@@ -78,7 +78,9 @@ def mariadb_option_file(params: ServerParams) -> Iterator[Path]:
 
 def scrub(text: str, params: ServerParams) -> str:
     """*text* (a tool's stderr, a driver's error) without the password in any form."""
-    text = redact(text)
-    if params.password:
-        text = text.replace(params.password, "***")
-    return text.strip()
+    secrets = [params.password, *(v for k, v in params.query.items()
+                                   if redact(f"?{k}=x") != f"?{k}=x")]
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return redact(text).strip()
