@@ -249,3 +249,77 @@ def test_python_examples_parse(page: str) -> None:
             ast.parse(code)
         except SyntaxError as exc:
             pytest.fail(f"docs/{page}:{line}: example is not valid Python: {exc}")
+
+
+# -- what the docs claim about installing, the strategy file, the demo and completion ------
+
+
+def _freqtrade_minimum() -> str:
+    setup = (ROOT / "setup.cfg").read_text(encoding="utf-8")
+    found = re.search(r"^\s+freqtrade>=([\d.]+)", setup, re.MULTILINE)
+    assert found, "setup.cfg has no freqtrade>= requirement in the freqtrade extra"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("page", ["hosts/freqtrade.rst", "user-manual.rst", "README.md"])
+def test_the_freqtrade_minimum_is_the_one_the_extra_allows(page: str) -> None:
+    text = (ROOT / page if page == "README.md" else DOCS / page).read_text(encoding="utf-8")
+    text = " ".join(text.split())
+    claimed = re.findall(r"freqtrade (\d{4}\.\d+) or newer", text)
+    assert set(claimed) <= {_freqtrade_minimum()}, (
+        f"{page} says freqtrade {claimed} or newer; setup.cfg allows {_freqtrade_minimum()}")
+
+
+def test_the_readme_counts_the_lines_of_the_documented_strategy_file() -> None:
+    words = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(r"(\w+)-line strategy file", readme)
+    assert said, "README.md no longer says how long the strategy file is"
+    text = section(DOCS / "hosts" / "freqtrade.rst", "The strategy file")
+    after = text.split(".. code-block:: python\n", 1)[1].splitlines()
+    code = list(itertools.takewhile(lambda line: not line or line.startswith(" "), after))
+    assert words[said.group(1)] == len([line for line in code if line.strip()])
+
+
+def test_the_quickstart_installs_from_a_checkout_without_placeholders() -> None:
+    text = section(DOCS / "quickstart.rst", "Install")
+    assert "<" not in text.replace("<Tab>", ""), "a placeholder in the install steps"
+    assert "git clone" not in text
+    assert "$ pip install .\n" in text
+
+
+def _shape(line: str) -> str:
+    """A transcript line without what differs between runs: numbers, temp names."""
+    line = re.sub(r"dbguard-demo-\w+", "dbguard-demo-X", line)
+    line = re.sub(r"sha256 [0-9a-f]+", "sha256 H", line)
+    return re.sub(r"\d+", "0", line.rstrip())
+
+
+def test_the_quickstart_demo_output_is_what_dbguard_demo_prints(run_cli) -> None:
+    text = section(DOCS / "quickstart.rst", "See it work: ``dbguard demo``")
+    block = text.split("   $ dbguard demo\n", 1)[1].split("\n\n", 1)[0]
+    documented = [_shape(line[3:]) for line in block.splitlines()]
+    ran = run_cli("demo")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert documented == [_shape(line) for line in ran.stdout.splitlines()]
+
+
+def test_shell_completion_is_documented_and_works(run_cli, child_env) -> None:
+    import subprocess
+    import sys
+
+    text = section(DOCS / "cli.rst", "Shell completion")
+    for shell in ("bash", "zsh", "fish"):
+        assert f"_DBGUARD_COMPLETE={shell}_source dbguard" in text
+    script = subprocess.run(
+        [sys.executable, "-c", "from dbguard_plugin.cli import main; main()"],
+        env=child_env(_DBGUARD_COMPLETE="bash_source"), capture_output=True, text=True,
+        timeout=60, check=False)
+    assert script.returncode == 0, script.stderr
+    assert "_dbguard_completion()" in script.stdout
+    completed = subprocess.run(
+        [sys.executable, "-c", "from dbguard_plugin.cli import main; main()"],
+        env=child_env(_DBGUARD_COMPLETE="bash_complete", COMP_WORDS="dbguard pro",
+                      COMP_CWORD="1"), capture_output=True, text=True, timeout=60,
+        check=False)
+    assert completed.stdout.split() == ["plain,profile"]
