@@ -33,13 +33,14 @@ from dbguard_plugin.files import (
     write_json_atomic,
 )
 from dbguard_plugin.location import DatabaseLocation, identity_of
-from dbguard_plugin.manifest import Manifest
+from dbguard_plugin.manifest import ID_PATTERN, Manifest
 from dbguard_plugin.status import HOSTNAME, pid_alive
 
 log = logging.getLogger(__name__)
 
-#: What a backup id may look like when a user types one: no separators, no dot-dot.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: What a backup id may look like when a user types one: no separators, no dot-dot
+#: (a manifest's id is held to the same rule when it is read).
+_ID = ID_PATTERN
 TMP_PREFIX = ".tmp-"
 _LOCK_NAME = ".catalog.lock"
 MARKER = ".dbguard-catalog.json"
@@ -57,6 +58,22 @@ _PIN = re.compile(r"^\.pin-(\d+)-[0-9a-f]+\.json$")
 
 class BackupNotFound(DbGuardError):
     """No backup with that id in the catalog."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Damaged:
+    """A manifest file in the catalog that fails its checks: shown, never used. Its data
+    file stays (cleanup keeps a data file whose manifest file exists)."""
+
+    file: str  # the manifest's file name in the catalog
+    path: str
+    why: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "path": self.path, "why": self.why}
+
+    def line(self) -> str:
+        return f"DAMAGED {self.file}: {self.why}"
 
 
 def validate_id(backup_id: str) -> str:
@@ -262,32 +279,51 @@ class Catalog:
     # -- reading ----------------------------------------------------------------------
 
     def manifests(self) -> list[Manifest]:
-        """Every backup with a readable manifest, oldest first."""
+        """Every backup with a sound manifest, oldest first; a damaged one is left out
+        (with a warning in the log) and listed by :meth:`damaged`."""
+        found, damaged = self._scan()
+        for bad in damaged:
+            log.warning("dbguard: skipping %s: %s", bad.file, bad.why)
+        return found
+
+    def damaged(self) -> list[Damaged]:
+        """The manifests that cannot be trusted, by file name, each with why. They are
+        never used (listed, restored, pruned, counted as verified): an operator decides."""
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[Manifest], list[Damaged]]:
         found: list[Manifest] = []
+        damaged: list[Damaged] = []
         try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
-            return found
+            names = sorted(os.listdir(self.directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return found, damaged
         for name in names:
             if not name.endswith(".json") or name.startswith("."):
                 continue
             try:
-                manifest = Manifest.read(self._inside(name))
+                found.append(self._read(name))
             except (VerificationError, UnsafePathError) as exc:
-                log.warning("dbguard: skipping %s: %s", name, exc)
-                continue
-            if manifest.id + ".json" != name:
-                log.warning("dbguard: skipping %s: it names backup %s", name, manifest.id)
-                continue
-            if manifest.file != expected_file(manifest):
-                log.warning("dbguard: skipping %s: its data file %r is not %s's own name",
-                            name, manifest.file, manifest.id)
-                continue
-            found.append(manifest)
+                why = str(exc).removeprefix(f"{self.directory / name}: ")
+                damaged.append(Damaged(name, str(self.directory / name), why))
         found.sort(key=lambda m: (m.created_ts, m.id))
-        return found
+        return found, damaged
+
+    def _read(self, name: str) -> Manifest:
+        """The manifest in file *name*, checked against the name it is stored under."""
+        path = self._inside(name)
+        manifest = Manifest.read(path)
+        if manifest.id + ".json" != name:
+            raise VerificationError(f"{path}: manifest names backup {manifest.id!r}")
+        if manifest.file != expected_file(manifest):
+            # the bad name itself is not echoed: it may be a path outside the catalog
+            raise VerificationError(f"{path}: manifest names a data file that is not "
+                                    f"{expected_file(manifest)!r}: it was edited")
+        return manifest
 
     def get(self, backup_id: str) -> Manifest:
+        """Backup *backup_id*; BackupNotFound without a manifest, VerificationError (exit
+        4, naming the file and why) when its manifest is damaged."""
         path = self.manifest_path(backup_id)
         if not path.exists():
             raise BackupNotFound(

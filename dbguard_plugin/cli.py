@@ -279,10 +279,11 @@ def backups() -> None:
         }
         for m in guard.catalog.manifests()
     ]
+    damaged = guard.catalog.damaged()
     if _options().json:
-        emit(rows, "")
+        emit(rows + [damaged_row(d) for d in damaged], "")
         return
-    if not rows:
+    if not rows and not damaged:
         click.echo(f"no backups in {guard.catalog.directory}; 'dbguard backup' makes one")
         return
     click.echo(f"{'ID':<38} {'TIME (UTC)':<24} {'REASON':<14} {'SIZE':>10} VERIFIED SHA256")
@@ -293,7 +294,10 @@ def backups() -> None:
         )
         if r["note"]:  # free text of any length: on its own line, under its backup
             click.echo(f"  note: {r['note']}")
-    click.echo(f"{len(rows)} backups in {guard.catalog.directory}")
+    for d in damaged:
+        click.echo(d.line())
+    click.echo(f"{len(rows)} backups in {guard.catalog.directory}"
+               + (f"; {len(damaged)} damaged manifests, never used" if damaged else ""))
 
 
 @cli.command()
@@ -311,6 +315,7 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
         raise ConfigError("give one backup ID or --all ('dbguard backups' lists the ids)")
     guard = open_guard()
     manifests = guard.catalog.manifests() if check_all else [_to_verify(guard, backup_id or "")]
+    damaged = guard.catalog.damaged() if check_all else []
     results = [verify_backup(guard.catalog, m, level) for m in manifests]
     for result in results:
         guard.catalog.record_verification(result.manifest, result.ok)
@@ -320,10 +325,14 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
             lines.append(f"ok   {result.manifest.id}")
         else:
             lines += [f"BAD  {result.manifest.id}"] + [f"     {p}" for p in result.problems]
+    lines += [d.line() for d in damaged]
     bad = [r for r in results if not r.ok]
-    lines.append(f"{len(results) - len(bad)} ok, {len(bad)} bad")
-    emit({"results": [r.as_dict() for r in results], "ok": not bad}, "\n".join(lines))
-    if bad:
+    lines.append(f"{len(results) - len(bad)} ok, {len(bad)} bad"
+                 + (f", {len(damaged)} damaged manifests" if damaged else ""))
+    emit({"results": [r.as_dict() for r in results],
+          "damaged": [d.as_dict() for d in damaged], "ok": not bad and not damaged},
+         "\n".join(lines))
+    if bad or damaged:
         sys.exit(EXIT_VERIFY)
 
 
@@ -573,6 +582,14 @@ def demo(keep: bool) -> None:
 
     opts = _options()
     sys.exit(run_demo(db_url=opts.db, keep=keep, as_json=opts.json, echo=click.echo))
+
+
+def damaged_row(damaged: Any) -> dict[str, Any]:
+    """A damaged manifest as a row of 'dbguard backups --json': its file's id, and why in
+    "damaged" (a sound backup's row has no such key)."""
+    return {"id": damaged.file.removesuffix(".json"), "time": None, "reason": None,
+            "size": None, "sha256": None, "verified": False, "path": damaged.path,
+            "note": "", "damaged": damaged.why}
 
 
 def _size(n: int) -> str:

@@ -33,6 +33,9 @@ def diagnose(guard: Guard) -> list[Finding]:
     found = [_identity(guard), _journal_mode(guard), _busy_timeout(guard), _free_space(guard)]
     found += _permissions(guard)
     found.append(_newest_backup(guard))
+    damaged = _damaged_manifests(guard)
+    if damaged is not None:
+        found.append(damaged)
     return found
 
 
@@ -141,6 +144,22 @@ def _newest_backup(guard: Guard) -> Finding:
     if age > 86_400:
         return Finding("newest backup", WARN, text + ": older than a day")
     return Finding("newest backup", OK, text)
+
+
+def _damaged_manifests(guard: Guard) -> Finding | None:
+    """Manifests dbguard leaves unused (a wrong-typed or missing field, bad JSON): only
+    an operator can tell whether to repair or remove them."""
+    damaged = guard.catalog.damaged()
+    if not damaged:
+        return None
+    shown = "; ".join(f"{d.file}: {d.why}" for d in damaged[:3])
+    more = f" (and {len(damaged) - 3} more)" if len(damaged) > 3 else ""
+    return Finding(
+        "damaged manifests", WARN,
+        f"{len(damaged)} manifest(s) in {guard.catalog.directory} are damaged and never used "
+        f"(not listed, restored or pruned; their data files are kept): {shown}{more}. "
+        "Repair or move them aside ('dbguard backups' lists them)",
+    )
 
 
 def _age(seconds: float) -> str:

@@ -1,9 +1,18 @@
-"""The manifest that describes one backup, stored beside it as ``<id>.json``."""
+"""The manifest that describes one backup, stored beside it as ``<id>.json``.
+
+A manifest is read from disk, where a person or another tool may have edited it: every
+field is checked for its type and range when read (:meth:`Manifest.from_dict`), so a
+damaged one is refused with the field named, and never reaches code that sorts,
+compares or adds its values.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +29,13 @@ REASONS = (
 )
 
 FORMAT = 1
+
+#: What a backup id may look like: no separators, no dot-dot (the catalog's rule too).
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+COMPRESSIONS = ("none", "gzip", "zstd")
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+#: Control characters would let a hand-edited manifest rewrite an operator's terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -68,11 +84,25 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "manifest") -> Manifest:
-        known = set(cls.__dataclass_fields__)
-        try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
-            raise VerificationError(f"{source}: not a dbguard manifest ({exc})") from None
+        """The manifest in *data*, every field checked; VerificationError names the first
+        field that is missing or wrong. Unknown keys are ignored (a newer dbguard's)."""
+        if not isinstance(data, dict):
+            raise VerificationError(f"{source}: manifest is not a JSON object")
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name not in data:
+                if spec.default is MISSING and spec.default_factory is MISSING:
+                    raise VerificationError(f"{source}: not a dbguard manifest (no field "
+                                            f"{spec.name!r})")
+                continue
+            value = data[spec.name]
+            problem = _CHECKS[spec.name](value)
+            if problem is not None:
+                raise VerificationError(
+                    f"{source}: manifest field {spec.name} = {_shown(value)} is invalid: "
+                    f"expected {problem}")
+            values[spec.name] = float(value) if spec.name in _FLOATS else value
+        return cls(**values)
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -82,9 +112,119 @@ class Manifest:
             raise VerificationError(f"{path}: manifest is missing") from None
         except (OSError, ValueError) as exc:
             raise VerificationError(f"{path}: manifest is unreadable ({exc})") from None
-        if not isinstance(data, dict):
-            raise VerificationError(f"{path}: manifest is not a JSON object")
-        manifest = cls.from_dict(data, str(path))
-        if not isinstance(manifest.sha256, str) or len(manifest.sha256) != 64:
-            raise VerificationError(f"{path}: manifest has no valid sha256")
-        return manifest
+        except RecursionError:
+            raise VerificationError(f"{path}: manifest is unreadable (JSON nested too "
+                                    "deeply)") from None
+        return cls.from_dict(data, str(path))
+
+
+def _shown(value: Any) -> str:
+    """A short, printable rendering of a bad value for a message."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(pattern: re.Pattern[str] | None = None, what: str = "a string",
+          max_len: int = 4096, control: bool = False) -> Callable[[Any], str | None]:
+    """A check for a string field: its type, length, characters and shape."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str) or len(value) > max_len:
+            return what
+        if not control and _CONTROL.search(value):
+            return what + " without control characters"
+        if pattern is not None and not pattern.match(value):
+            return what
+        return None
+
+    return check
+
+
+def _whole(minimum: int | None = 0) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or (
+            minimum is not None and value < minimum
+        ):
+            return "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+        return None
+
+    return check
+
+
+def _number(positive: bool) -> Callable[[Any], str | None]:
+    what = "a finite number > 0" if positive else "a finite number >= 0"
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return what
+        try:
+            ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+        except OverflowError:  # an int too large for a float
+            ok = False
+        return None if ok else what
+
+    return check
+
+
+def _tables(value: Any) -> str | None:
+    what = "an object of table name -> row count (a whole number >= 0)"
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and not isinstance(v, bool) and isinstance(v, int) and v >= 0
+        for k, v in value.items()
+    ):
+        return what
+    return None
+
+
+def _object(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "an object"
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if isinstance(value, str) and value in allowed else \
+            "one of " + ", ".join(allowed)
+
+    return check
+
+
+_SHA = _text(_SHA256, "64 hex digits (a sha256)")
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "id": _text(ID_PATTERN, "a backup id: letters, digits, '.', '_' and '-'", 128),
+    "created": _text(None, "a UTC time such as 2025-01-31T12:00:00.000Z", 64),
+    "created_ts": _number(positive=True),
+    "reason": _text(None, "a short reason such as manual", 64),
+    "file": _text(None, "the data file's name", 255),
+    "size": _whole(0),
+    "sha256": _SHA,
+    "compression": _one_of(*COMPRESSIONS),
+    "raw_size": _whole(0),
+    "raw_sha256": lambda v: None if v == "" else _SHA(v),
+    "backend": _text(re.compile(r"^[a-z0-9_+-]{1,32}$"), "a backend name such as sqlite"),
+    "source": _text(None, "the database URL (redacted)"),
+    "page_size": _whole(0),
+    "page_count": _whole(0),
+    "journal_mode": _text(None, "a journal mode such as wal", 32),
+    "user_version": _whole(None),
+    "schema_fingerprint": _text(None, "a string", 256),
+    "tables": _tables,
+    "sqlite_version": _text(None, "a version string", 64),
+    "server_version": _text(None, "a version string", 256),
+    "dbguard_version": _text(None, "a version string", 64),
+    "profile": _text(None, "a profile name", 128),
+    "trading_state": _object,
+    "duration_s": _number(positive=False),
+    "copy_method": _text(None, "a string", 32),
+    "verified": _bool,
+    "check": _text(None, "a check level such as quick_check", 32),
+    "note": _text(None, "a string", control=True),
+    "format": _whole(1),
+}
+_FLOATS = ("created_ts", "duration_s")

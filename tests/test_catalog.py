@@ -138,7 +138,11 @@ def test_a_symlinked_manifest_is_not_followed(catalog_with_backup, run_cli, invo
 
     listed = run_cli("backups", "--json", "--db", db_url)
     assert listed.returncode == 0, listed.stderr
-    assert [row["id"] for row in json.loads(listed.stdout)] == [real.id]
+    rows = json.loads(listed.stdout)
+    assert [row["id"] for row in rows if "damaged" not in row] == [real.id]
+    # listed as damaged (never used), not followed
+    assert [(r["id"], "symlink" in r["damaged"]) for r in rows if "damaged" in r] == [
+        (fake_id, True)]
     assert f"{fake_id}.json" in listed.stderr
     assert "symlink" in listed.stderr
 
@@ -266,7 +270,10 @@ def test_listing_skips_corrupt_manifests(catalog_with_backup, run_cli, db_url):
 
     result = run_cli("backups", "--json", "--db", db_url)
     assert result.returncode == 0, result.stderr
-    assert [row["id"] for row in json.loads(result.stdout)] == [good.id]
+    rows = json.loads(result.stdout)
+    assert [row["id"] for row in rows if "damaged" not in row] == [good.id]
+    # each corrupt one is a damaged row (id from its file name, why), never a backup
+    assert sorted(f"{r['id']}.json" for r in rows if "damaged" in r) == sorted(bad)
     for name in bad:
         assert f"skipping {name}" in result.stderr
     assert "Traceback" not in result.stderr
