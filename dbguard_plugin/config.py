@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -96,27 +97,8 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> Config:
         """Read *path* (JSON or TOML, by suffix or content)."""
-        file = Path(path).expanduser()
-        try:
-            raw = file.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"{file}: no such config file; check --config") from None
-        except OSError as exc:
-            raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
-        text = raw.decode("utf-8", errors="replace")
-        document: Any
-        if file.suffix.lower() == ".toml":
-            document = _parse_toml(file, text)
-        else:
-            try:
-                document = json.loads(text)
-            except json.JSONDecodeError as exc:
-                if file.suffix.lower() == ".json":
-                    raise ConfigError(
-                        f"{file}: not valid JSON at line {exc.lineno} column {exc.colno}: "
-                        f"{exc.msg}"
-                    ) from None
-                document = _parse_toml(file, text)
+        file = _config_file(path)
+        document = _parse(file, _read_text(file))
         if not isinstance(document, dict):
             raise ConfigError(f"{file}: expected an object at the top level")
         section = document.get("dbguard", {})
@@ -128,6 +110,8 @@ class Config:
         settings = dict(section)
         host_url = document.get("db_url")
         if "db_url" not in settings and isinstance(host_url, str):
+            # the host's own key, named as the file spells it when it is refused
+            check_url(f"{file}: db_url", host_url)
             settings["db_url"] = host_url
         config = cls.from_mapping(settings, source=str(file))
         # Directories in a config file mean the same thing from any working directory.
@@ -146,10 +130,11 @@ class Config:
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
+                named = key if isinstance(key, str) and key.isprintable() else _shown(key)
                 raise ConfigError(
-                    f"{source}: unknown key dbguard.{key}{hint}; "
+                    f"{source}: unknown key dbguard.{named}{hint}; "
                     f"known keys: {', '.join(sorted(known))}"
                 )
             values[key] = _VALIDATORS[key](source, key, value)
@@ -168,6 +153,8 @@ def resolve(
     """
     from dbguard_plugin.profile_store import ProfileStore
 
+    if db_url is not None:
+        check_url("--db", db_url)
     config = Config.load(path) if path is not None else Config()
     store = ProfileStore.locate(path)
     chosen = store.get(profile) if profile is not None else store.active()
@@ -213,15 +200,96 @@ def apply_profile(
     return dataclasses.replace(config, **changes)
 
 
+def _config_file(path: str | Path) -> Path:
+    if isinstance(path, str) and _CONTROL.search(path):
+        raise ConfigError(f"--config {_shown(path)} is invalid: a config file's path has "
+                          "no control characters")
+    return Path(path).expanduser()
+
+
+def _read_text(file: Path) -> str:
+    """The file's text; ConfigError (exit 2) naming the file for anything unreadable."""
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such config file; check --config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a directory, not a config file; check --config") \
+            from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                          f"offset {exc.start}); save the config file as UTF-8") from None
+
+
+def _parse(file: Path, text: str) -> Any:
+    """JSON or TOML, by suffix or content; every parse failure is a ConfigError."""
+    if file.suffix.lower() == ".toml":
+        return _parse_toml(file, text)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        if file.suffix.lower() == ".json":
+            raise ConfigError(
+                f"{file}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from None
+        return _parse_toml(file, text)
+    except RecursionError:
+        raise ConfigError(f"{file}: not a usable config: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ConfigError(f"{file}: not valid JSON: {exc}") from None
+
+
 def _parse_toml(file: Path, text: str) -> Any:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: not a usable config: nested too deeply") from None
+    except ValueError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+
+
+#: Control characters (NUL above all: no file system takes it) in a path or URL are
+#: always a mistake, and would otherwise surface as a ValueError deep in os or SQLite.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A short, printable rendering of a bad value for a message."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_url(where: str, value: str) -> str:
+    """*value* if it can be a database URL; ConfigError (exit 2) saying *where* it came
+    from (``--db``, a file and key) and what is allowed."""
+    from dbguard_plugin.location import redact
+
+    # a URL refused here may not parse at all: everything before its last '@' goes
+    scheme, sep, _ = value.rpartition("@")[0].partition("://")
+    shown = _shown(redact(
+        (f"{scheme}{sep}***@" if sep else "***@") + value.rpartition("@")[2]
+        if "@" in value else value), limit=1024)  # a path is long; the whole one helps
+    if _CONTROL.search(value):
+        raise ConfigError(f"{where} = {shown} is invalid: a database URL has no control "
+                          "characters (NUL, newline, tab, ...)")
+    if "://" not in value:
+        raise ConfigError(f"{where} = {shown} is invalid: expected a SQLAlchemy URL such as "
+                          "sqlite:////path/to/tradesv3.sqlite")
+    return value
 
 
 def _bad(source: str, key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"{source}: dbguard.{key} = {value!r} is invalid: expected {expected}")
+    return ConfigError(
+        f"{source}: dbguard.{key} = {_shown(value)} is invalid: expected {expected}")
 
 
 def _bool(source: str, key: str, value: Any) -> bool:
@@ -235,20 +303,16 @@ def _text(source: str, key: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise _bad(source, key, value, "a non-empty string")
+    if _CONTROL.search(value):
+        raise _bad(source, key, value, "a path without control characters (NUL, newline, "
+                   "tab, ...)")
     return value
 
 
 def _url(source: str, key: str, value: Any) -> str | None:
-    from dbguard_plugin.location import redact
-
     if value is not None and not isinstance(value, str):
         raise _bad(source, key, value, "a SQLAlchemy URL string such as sqlite:////path/db")
-    if isinstance(value, str) and "://" not in value:
-        raise ConfigError(
-            f"{source}: dbguard.{key} = {redact(value)!r} is invalid: expected a SQLAlchemy "
-            "URL such as sqlite:////path/to/tradesv3.sqlite"
-        )
-    return value
+    return None if value is None else check_url(f"{source}: dbguard.{key}", value)
 
 
 def _optional_bool(source: str, key: str, value: Any) -> bool | None:
