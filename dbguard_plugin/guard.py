@@ -40,7 +40,7 @@ from dbguard_plugin.restore import GENERATION, last_replacement, read_generation
 from dbguard_plugin.retention import Retention, prune
 from dbguard_plugin.servers import is_server
 from dbguard_plugin.servers.backup import create_backup as server_backup
-from dbguard_plugin.state import Snapshot, TradingState
+from dbguard_plugin.state import Snapshot, TradingState, describe
 from dbguard_plugin.status import HOSTNAME, HolderStatus
 from dbguard_plugin.verdict import Reason, Verdict
 
@@ -213,12 +213,14 @@ class Guard:
                               "released")
         return session
 
-    def admit_order(self, timeout: float | None = None) -> bool:
+    def admit_order(self, timeout: float | None = None, *, symbol: str = "",
+                    side: str = "") -> bool:
         """Ask to place a new order. False means maintenance: an operation holds the lease.
 
         Call just before submitting; a host that gets False skips that entry and tries
         again on a later loop. *timeout* (default ``maintenance_wait`` from the config)
-        bounds how long to wait for the operation to finish. Never raises: when dbguard
+        bounds how long to wait for the operation to finish. *symbol* and *side* name
+        the order in the status (and in vetoes) until it has an id. Never raises: when dbguard
         cannot take the lease or publish the admission (a full disk, say) the answer is
         False, because an order the lease does not cover would let a replacement through.
         """
@@ -226,7 +228,7 @@ class Guard:
             return True
         wait = self.config.maintenance_wait if timeout is None else timeout
         try:
-            return self._admit(wait)
+            return self._admit(wait, describe(symbol, side))
         except tracking.FAULTS as exc:
             error = f"{type(exc).__name__}: {exc}"
             self.report_fault("admit_order", exc, "the new order was refused")
@@ -234,14 +236,16 @@ class Guard:
                            holder=f"dbguard cannot record the admission ({error})")
             return False
 
-    def _admit(self, wait: float) -> bool:
+    def _admit(self, wait: float, what: str) -> bool:
         if self.paused is not None and not self._resume():
             log.warning("dbguard: new order refused: %s", self.paused)
             signals.notify(signals.maintenance_refused, self, holder=self.paused)
             return False
-        self.state.admit()
+        newly = self.state.admit(what)
         try:
             if self.sync_lease(wait):
+                if what and not newly:  # the lease was held already: say what is coming
+                    self.publish_status_soon()
                 return True
         except BaseException:
             self.state.withdraw()
@@ -734,11 +738,8 @@ class Guard:
                 [order.describe() for order in snapshot.orders],
             ))
         elif snapshot.admissions:
-            reasons.append(Reason(
-                "orders-in-flight",
-                f"pid {pid} (this process) is about to place an order", False,
-                {"pid": pid, "host": HOSTNAME},
-            ))
+            reasons.append(_placing_reason(f"pid {pid} (this process)", pid, HOSTNAME,
+                                           snapshot.admissions, list(snapshot.pending)))
         if view.orders_free or self.lease.holding_exclusive:
             return reasons
         others = view.others()
@@ -757,6 +758,13 @@ class Guard:
                 reasons.append(_orders_reason(
                     holder.where(), holder.pid, holder.host,
                     [_describe_order(order) for order in holder.orders],
+                ))
+            elif isinstance(count := holder.data.get("admissions"), int) and count > 0:
+                explained = True
+                pending = holder.data.get("pending")
+                reasons.append(_placing_reason(
+                    holder.where(), holder.pid, holder.host, count,
+                    pending if isinstance(pending, list) else [],
                 ))
         if not explained and not self.lease.holding_orders:
             bots = ", ".join(h.where() for h in others if h.role == "bot") or "unknown"
@@ -799,6 +807,15 @@ def _describe_order(order: dict[str, Any]) -> str:
     what = " ".join(str(order.get(k) or "") for k in ("symbol", "side")).strip()
     oid = str(order.get("order_id"))
     return f"{oid} ({what}, {order.get('state')})" if what else oid
+
+
+def _placing_reason(where: str, pid: int, host: str, count: int,
+                    pending: list[str]) -> Reason:
+    """An admitted order the host has not submitted yet (no id): named by pair and side."""
+    what = f": {', '.join(str(p) for p in pending)}" if pending else ""
+    noun = "an order" if count == 1 else f"{count} orders"
+    return Reason("orders-in-flight", f"{where} is about to place {noun}{what}", False,
+                  {"pid": pid, "host": host, "placing": pending})
 
 
 def _orders_reason(where: str, pid: int, host: str, orders: list[str]) -> Reason:

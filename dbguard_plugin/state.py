@@ -69,6 +69,8 @@ class Snapshot:
     orders: tuple[InFlight, ...]
     admissions: int
     anomalies: dict[str, int] = field(default_factory=dict)
+    #: What the admissions are for, where the host said ("BTC/USDT buy").
+    pending: tuple[str, ...] = ()
 
     @property
     def busy(self) -> bool:
@@ -87,6 +89,7 @@ class Snapshot:
             },
             "orders_in_flight": [order.as_dict() for order in self.orders],
             "admissions": self.admissions,
+            "pending": list(self.pending),
             "anomalies": dict(self.anomalies),
         }
 
@@ -98,7 +101,9 @@ class TradingState:
         self._lock = threading.Lock()
         self._orders: dict[str, InFlight] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
-        self._admissions = 0
+        #: What each admission is for ("BTC/USDT buy"), oldest first: a status names it
+        #: before the host has an order id.
+        self._pending: list[str] = []
         self._session: SessionInfo | None = None
         self.anomalies: Counter[str] = Counter()
 
@@ -111,7 +116,7 @@ class TradingState:
     def end_session(self) -> SessionInfo | None:
         with self._lock:
             session, self._session = self._session, None
-            self._admissions = 0
+            self._pending.clear()
             return session
 
     @property
@@ -120,20 +125,21 @@ class TradingState:
 
     # -- orders ----------------------------------------------------------------
 
-    def admit(self) -> bool:
-        """Reserve room for an order about to be submitted. Returns True on 0 -> busy."""
+    def admit(self, what: str = "") -> bool:
+        """Reserve room for an order about to be submitted (*what*: its pair and side, for
+        the status). Returns True on 0 -> busy."""
         with self._lock:
-            was_busy = bool(self._orders) or self._admissions > 0
-            self._admissions += 1
+            was_busy = bool(self._orders) or bool(self._pending)
+            self._pending.append(what)
             return not was_busy
 
     def withdraw(self) -> bool:
         """Give back an admission that produced no order. Returns True on busy -> 0."""
         with self._lock:
-            if self._admissions == 0:
+            if not self._pending:
                 return False
-            self._admissions -= 1
-            return not self._orders and self._admissions == 0
+            self._pending.pop()
+            return not self._orders and not self._pending
 
     def apply(self, event: OrderEvent) -> Change:
         return self.record(event.order_id, event.kind, event.symbol, event.side, event.timestamp)
@@ -143,7 +149,7 @@ class TradingState:
     ) -> Change:
         """Apply one event given as plain values (the hot path builds no event object)."""
         with self._lock:
-            was_busy = bool(self._orders) or self._admissions > 0
+            was_busy = bool(self._orders) or bool(self._pending)
             current = self._orders.get(oid)
             before = current.kind if current is not None else None
             anomaly: str | None = None
@@ -172,13 +178,13 @@ class TradingState:
             else:
                 if kind is not OrderKind.SUBMITTED:
                     anomaly = "out_of_order"
-                elif self._admissions:
-                    self._admissions -= 1
+                elif self._pending:
+                    self._consume(symbol, side)
                 self._orders[oid] = InFlight(oid, symbol, side, kind, timestamp)
                 after = kind
             if anomaly is not None:
                 self.anomalies[anomaly] += 1
-            busy = bool(self._orders) or self._admissions > 0
+            busy = bool(self._orders) or bool(self._pending)
             count = len(self._orders)
         if anomaly is not None:
             log.info("order event %s for %s counted as %s", kind.value, oid, anomaly)
@@ -192,7 +198,7 @@ class TradingState:
         unused admissions are dropped. Returns True when busy flipped.
         """
         with self._lock:
-            was_busy = bool(self._orders) or self._admissions > 0
+            was_busy = bool(self._orders) or bool(self._pending)
             for oid in [oid for oid in self._orders if oid not in open_orders]:
                 del self._orders[oid]
                 self._remember_ended(oid)
@@ -203,8 +209,13 @@ class TradingState:
                     self._orders[oid] = InFlight(
                         oid, symbol, side, OrderKind.ACCEPTED, time.time()
                     )
-            self._admissions = 0
+            self._pending.clear()
             return was_busy != bool(self._orders)
+
+    def _consume(self, symbol: str, side: str) -> None:
+        """The admission an order just submitted used: the one for its pair and side."""
+        what = describe(symbol, side)
+        self._pending.remove(what) if what in self._pending else self._pending.pop(0)
 
     def _remember_ended(self, oid: str) -> None:
         self._ended[oid] = None
@@ -215,14 +226,19 @@ class TradingState:
 
     @property
     def busy(self) -> bool:
-        return bool(self._orders) or self._admissions > 0
+        return bool(self._orders) or bool(self._pending)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
             return Snapshot(
                 self._session,
                 tuple(dataclasses.replace(order) for order in self._orders.values()),
-                self._admissions,
+                len(self._pending),
                 dict(self.anomalies),
+                tuple(p for p in self._pending if p),
             )
 
+
+def describe(symbol: str, side: str) -> str:
+    """An order's pair and side as a status and a veto name it: "BTC/USDT buy"."""
+    return " ".join(part for part in (symbol, side) if part)

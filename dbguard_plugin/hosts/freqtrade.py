@@ -148,7 +148,8 @@ class DbGuardMixin(_Strategy):
         )
         if not answer:
             return answer
-        return answer if self._dbguard_admit(f"{side} entry on {pair}") else False
+        return answer if self._dbguard_admit(f"{side} entry on {pair}", pair, side) \
+            else False
 
     def confirm_trade_exit(
         self, pair: str, trade: Any, order_type: str, amount: float, rate: float,
@@ -161,7 +162,8 @@ class DbGuardMixin(_Strategy):
         )
         if not answer:
             return answer
-        return answer if self._dbguard_admit(f"exit ({exit_reason}) on {pair}") else False
+        return answer if self._dbguard_admit(f"exit ({exit_reason}) on {pair}", pair,
+                                             "exit") else False
 
     def order_filled(
         self, pair: str, trade: Any, order: Any, current_time: datetime, **kwargs: Any
@@ -230,12 +232,15 @@ class DbGuardMixin(_Strategy):
             guard.reconcile(orders)
             self._dbguard_reconciled = orders
 
-    def _dbguard_admit(self, what: str) -> bool:
+    def _dbguard_admit(self, what: str, pair: str, side: str) -> bool:
         guard = self._dbguard_guard
         if guard is None:
             return True
         self._dbguard_events = True  # the next loop drops an admission left unused
-        admitted = _safely(f"admitting the {what}", guard.admit_order, True)
+        # Named by pair and side: until the next loop's reconcile gives it an order id,
+        # a veto in another process says what this bot is placing.
+        admitted = _safely(f"admitting the {what}",
+                           lambda: guard.admit_order(symbol=pair, side=side), True)
         if not admitted:
             log.info("dbguard: %s postponed; freqtrade tries again on a later loop", what)
         return admitted

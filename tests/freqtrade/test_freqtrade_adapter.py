@@ -124,9 +124,12 @@ def test_open_limit_entry_vetoes_restore_until_the_dry_run_fill(
     assert order.status == "open"
     limit = order.price  # freqtrade keeps a custom price within 2 % of the market
     assert limit < market.bid
-    # Between the loop that placed it and the next one, the admission already vetoes.
+    # Between the loop that placed it and the next one, the admission already vetoes,
+    # and names the entry by its pair and side (it has no order id in dbguard yet).
     code, verdict = check_restore(run_cli, ft_db_url, config)
     assert code == 3, verdict
+    assert "about to place an order: BTC/USDT long" in reasons(verdict)
+    assert "has not published its orders" not in reasons(verdict)
 
     bot.process()  # bot_loop_start reconciles: the order is tracked by its own id
     code, verdict = check_restore(run_cli, ft_db_url, config)
