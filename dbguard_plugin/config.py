@@ -271,13 +271,10 @@ def _shown(value: Any, limit: int = 80) -> str:
 def check_url(where: str, value: str) -> str:
     """*value* if it can be a database URL; ConfigError (exit 2) saying *where* it came
     from (``--db``, a file and key) and what is allowed."""
-    from dbguard_plugin.location import redact
+    from dbguard_plugin.location import redact_unparsed
 
-    # a URL refused here may not parse at all: everything before its last '@' goes
-    scheme, sep, _ = value.rpartition("@")[0].partition("://")
-    shown = _shown(redact(
-        (f"{scheme}{sep}***@" if sep else "***@") + value.rpartition("@")[2]
-        if "@" in value else value), limit=1024)  # a path is long; the whole one helps
+    # a URL refused here may not parse at all; a path is long, and the whole one helps
+    shown = _shown(redact_unparsed(value), limit=1024)
     if _CONTROL.search(value):
         raise ConfigError(f"{where} = {shown} is invalid: a database URL has no control "
                           "characters (NUL, newline, tab, ...)")

@@ -220,11 +220,12 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 
 def redact_unparsed(text: str) -> str:
     """A string that is not even a URL (a password with a space or a quote in it): all
-    between ``://`` and the last ``@`` goes, whatever it holds."""
-    scheme, sep, rest = text.partition("://")
-    if sep and "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return redact(scheme + sep + rest)
+    between ``://`` (or the start, without one) and the last ``@`` goes."""
+    if "@" not in text:
+        return redact(text)
+    before, _, host = text.rpartition("@")
+    scheme, sep, _ = before.partition("://")
+    return redact(f"{scheme}{sep}***@{host}" if sep else f"***@{host}")
 
 
 def user_state_dir() -> Path:
