@@ -8,7 +8,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dbguard_plugin.files import append_line, private_dir
 from dbguard_plugin.status import HOSTNAME
@@ -27,18 +27,8 @@ def operator() -> str:
 
 
 def record_force(path: Path, verdict: Verdict, who: str, database: str) -> None:
-    entry = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "who": who,
-        "pid": os.getpid(),
-        "host": HOSTNAME,
-        "database": database,
-        "operation": verdict.operation.value,
-        "reasons_overridden": [reason.as_dict() for reason in verdict.reasons],
-    }
-    if not path.parent.is_dir():
-        private_dir(path.parent)
-    append_line(path, json.dumps(entry, sort_keys=True))
+    _append(path, who, database, operation=verdict.operation.value,
+            reasons_overridden=[reason.as_dict() for reason in verdict.reasons])
 
 
 def record_decision(path: Path, who: str, database: str, decision: str,
@@ -46,16 +36,20 @@ def record_decision(path: Path, who: str, database: str, decision: str,
     """An operator's choice about an interrupted operation that recovery could not
     decide: *decision* is what was done instead ("kept the database as it was", or the
     restore that replaced it)."""
+    _append(path, who, database, operation="recover", decision=decision,
+            interrupted={key: getattr(interrupted, key) for key in (
+                "operation", "step", "backup_id", "safety_id", "started", "undecided")})
+
+
+def _append(path: Path, who: str, database: str, **details: Any) -> None:
+    """One line of the audit log: when, who, from where, on what, and *details*."""
     entry = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "who": who,
         "pid": os.getpid(),
         "host": HOSTNAME,
         "database": database,
-        "operation": "recover",
-        "decision": decision,
-        "interrupted": {key: getattr(interrupted, key) for key in (
-            "operation", "step", "backup_id", "safety_id", "started", "undecided")},
+        **details,
     }
     if not path.parent.is_dir():
         private_dir(path.parent)
