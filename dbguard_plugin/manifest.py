@@ -223,7 +223,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "duration_s": _number(positive=False),
     "copy_method": _text(None, "a string", 32),
     "verified": _bool,
-    "check": _text(None, "a check level such as quick_check", 32),
+    "check": _text(None, "a check level such as quick_check", 200),
     "note": _text(None, "a string", control=True),
     "format": _whole(1),
 }

@@ -479,7 +479,7 @@ def test_missing_manifest_means_no_such_backup(backups, invoke, db_url):
     catalog, kept, orphaned = backups
     catalog.manifest_path(orphaned.id).unlink()
     result = invoke("verify", orphaned.id, "--db", db_url)
-    assert result.returncode == 1
+    assert result.returncode == 4  # the documented code for "verification failed"
     assert f"no backup '{orphaned.id}'" in result.stderr
     every = invoke("verify", "--all", "--db", db_url)
     assert every.returncode == 0
