@@ -103,7 +103,7 @@ _BAD_VALUES: dict[str, list[Any]] = {
     "trading_state": [None, [], "open", 3],
     "duration_s": [None, "1", -0.5, float("inf"), True],
     "verified": [None, "yes", 1, 0, []],
-    "check": [*_NOT_TEXT, "c" * 100],
+    "check": [*_NOT_TEXT, "c" * 300],
     "format": [None, 0, "1", 1.0, True],
 }
 _REQUIRED = ("id", "created", "created_ts", "reason", "file", "size", "sha256",
