@@ -70,6 +70,12 @@ _TABLES = f"""
 """
 
 
+def scratch_prefix(database: str) -> str:
+    """The names of *database*'s scratch databases begin with this: a cleanup never drops
+    another database's restore in progress on the same server."""
+    return f"{SCRATCH_PREFIX}_{hashlib.sha256(database.encode()).hexdigest()[:8]}_"
+
+
 def _pymysql() -> Any:
     try:
         import pymysql
@@ -91,9 +97,7 @@ class MariaDB:
     def __init__(self, params: ServerParams) -> None:
         self.params = params
         # scratch names carry the live database's hash: a cleanup for one database
-        # never drops another database's restore in progress on the same server
-        digest = hashlib.sha256(params.database.encode()).hexdigest()[:8]
-        self._scratch = f"{SCRATCH_PREFIX}_{digest}_"
+        self._scratch = scratch_prefix(params.database)
 
     def connect(self, database: str | None = None) -> Any:
         """A new autocommit PyMySQL connection, or a DbGuardError without secrets."""

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from dbguard_plugin.servers.mariadb import scratch_prefix
+
 REQUIRE_ENV = "DBGUARD_REQUIRE_SERVERS"
 ADMIN_URLS = {
     "postgresql": os.environ.get("DBGUARD_TEST_POSTGRESQL_URL",
@@ -127,8 +129,12 @@ def _drop(db: ServerDb) -> None:
         if db.kind == "postgresql":
             execute(conn, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
         else:
+            # Only this test's own scratch databases: dropping every dbguard_r_% one also
+            # dropped the scratch database of a restore running in another test run on
+            # the same server ("Unknown database 'dbguard_r_...'" there).
+            prefix = scratch_prefix(db.name).replace("_", "\\_")
             for (name,) in execute(conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
-                                   " WHERE SCHEMA_NAME LIKE 'dbguard\\_r\\_%'"):
+                                   " WHERE SCHEMA_NAME LIKE %s", (prefix + "%",)):
                 execute(conn, f"DROP DATABASE IF EXISTS `{name}`")  # a failed test's scratch
             execute(conn, f"DROP DATABASE IF EXISTS {db.name}")
     finally:
