@@ -154,7 +154,7 @@ def create_backup(
             if settings.compression != "none":
                 stored_tmp = raw_tmp.with_name(raw_tmp.name + _SUFFIX[settings.compression])
                 leftovers.append(stored_tmp)
-                size, sha = _compress(raw_tmp, stored_tmp, settings.compression)
+                size, sha = _compress(raw_tmp, stored_tmp, settings.compression, progress)
                 reach("backup:compressed")
                 os.unlink(raw_tmp)
             final_name = f"{backup_id}.sqlite{_SUFFIX[settings.compression]}"
@@ -382,8 +382,12 @@ def _zstd() -> Any:
     return zstandard
 
 
-def _compress(raw: Path, dest: Path, method: str) -> tuple[int, str]:
-    """Compress *raw* into *dest* (0600), fsync it; return its size and sha256."""
+def _compress(raw: Path, dest: Path, method: str,
+              progress: Progress | None = None) -> tuple[int, str]:
+    """Compress *raw* into *dest* (0600), fsync it; return its size and sha256. Progress
+    is reported in bytes of *raw*: compression takes most of a compressed backup."""
+    total = raw.stat().st_size
+    done = 0
     fd = open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     with os.fdopen(fd, "wb") as out, open(raw, "rb") as src:
         writer: Any
@@ -394,6 +398,9 @@ def _compress(raw: Path, dest: Path, method: str) -> tuple[int, str]:
         with writer:
             while chunk := src.read(CHUNK):
                 writer.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
         out.flush()
         os.fsync(out.fileno())
     return file_digest(dest)

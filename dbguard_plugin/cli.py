@@ -309,6 +309,7 @@ def backups() -> None:
 @handle_errors
 def verify(backup_id: str | None, check_all: bool, level: str) -> None:
     """Recompute sha256 and run integrity_check on ID (or --all). Exit 4 on any problem."""
+    from dbguard_plugin.progress import LazyBar
     from dbguard_plugin.verify import verify_backup
 
     if bool(backup_id) == check_all:
@@ -316,7 +317,12 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
     guard = open_guard()
     manifests = guard.catalog.manifests() if check_all else [_to_verify(guard, backup_id or "")]
     damaged = guard.catalog.damaged() if check_all else []
-    results = [verify_backup(guard.catalog, m, level) for m in manifests]
+    results = []
+    with LazyBar("verifying", enabled=not _options().json) as bar:
+        for n, manifest in enumerate(manifests):
+            bar(n, len(manifests))  # a bar after a second, counted in backups
+            results.append(verify_backup(guard.catalog, manifest, level))
+        bar(len(manifests), len(manifests))
     for result in results:
         guard.catalog.record_verification(result.manifest, result.ok)
     lines = []
