@@ -79,9 +79,10 @@ from tradingdb import (
     warm,
 )
 
-from dbguard_plugin import Guard, sqlite_facts
-from dbguard_plugin import backup as backup_module
-from dbguard_plugin.config import Config
+from dbguard_plugin import Guard
+from dbguard_plugin.engines.sqlite import backup as backup_module
+from dbguard_plugin.engines.sqlite import facts as sqlite_facts
+from dbguard_plugin.settings.config import Config
 
 #: The issue's targets.
 TARGET_RATIO_CP = 2.5

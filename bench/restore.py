@@ -15,7 +15,7 @@ process:
    ``cp + fsync`` and ``restore then rollback`` is shuffled, seeded, in every repeat):
    ``cp`` of the live database file to a scratch name (a subprocess; the copy stays in
    the page cache, unsynced), the same followed by an fsync of the copy, dbguard's
-   restore end to end (``dbguard_plugin.restore.restore(guard, backup_id,
+   restore end to end (``dbguard_plugin.operations.restore.restore(guard, backup_id,
    force=True)``: the lease, verify_backup with integrity_check, the preview, the safety
    backup, the journal, write_into the live database, post_check, the bookkeeping) and
    dbguard's rollback (``rollback(guard, force=True)``, which restores that safety
@@ -89,12 +89,12 @@ from tradingdb import (
     warm,
 )
 
-from dbguard_plugin import backup as backup_module
-from dbguard_plugin import restore as restore_module
-from dbguard_plugin import sqlite_facts
-from dbguard_plugin import verify as verify_module
-from dbguard_plugin.config import Config
-from dbguard_plugin.guard import Guard
+from dbguard_plugin.core.guard import Guard
+from dbguard_plugin.engines.sqlite import backup as backup_module
+from dbguard_plugin.engines.sqlite import facts as sqlite_facts
+from dbguard_plugin.engines.sqlite import verify as verify_module
+from dbguard_plugin.operations import restore as restore_module
+from dbguard_plugin.settings.config import Config
 
 #: The issue's targets: (seconds, applies to sizes up to / from).
 TARGET_SMALL_S = 3.0

@@ -36,10 +36,10 @@ from typing import Any
 from sqlalchemy.engine import URL, make_url
 
 from dbguard_plugin import Guard
-from dbguard_plugin.config import Config
+from dbguard_plugin.engines.server.credentials import mariadb_option_file, pg_env
+from dbguard_plugin.engines.server.params import params_for
 from dbguard_plugin.location import locate
-from dbguard_plugin.servers.credentials import mariadb_option_file, pg_env
-from dbguard_plugin.servers.params import params_for
+from dbguard_plugin.settings.config import Config
 
 ADMIN = {
     "postgresql": os.environ.get("DBGUARD_TEST_POSTGRESQL_URL",

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dbguard_plugin import __version__, sqlite_facts
+from dbguard_plugin import __version__
+from dbguard_plugin.engines.sqlite import facts as sqlite_facts
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from dbguard_plugin import Guard
-from dbguard_plugin.config import Config
-from dbguard_plugin.plugins import pm
+from dbguard_plugin.plugin.manager import pm
+from dbguard_plugin.settings.config import Config
 
 #: Bound for every wait on a child or a CLI process. Generous: a slow CI machine must not
 #: fail a test, and a hung child must not hang the suite.

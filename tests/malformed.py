@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguard_plugin import Guard
-from dbguard_plugin.config import Config
+from dbguard_plugin.settings.config import Config
 
 KINDS = ("manifest", "config", "url", "backup_id", "profile_name")
 #: Control characters, NUL left out: no process argv can carry one.

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from dbguard_plugin import signals
-from dbguard_plugin.config import Config
 from dbguard_plugin.errors import ConfigError
+from dbguard_plugin.settings.config import Config
 
 
 @pytest.fixture

@@ -25,13 +25,13 @@ from click.testing import CliRunner
 from sqlite_urls import sqlite_url_for
 
 from dbguard_plugin import __version__
-from dbguard_plugin.backup import BackupSettings, create_backup
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.cli import cli
-from dbguard_plugin.config import Config
+from dbguard_plugin.engines.sqlite.backup import BackupSettings, create_backup
+from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.location import locate
-from dbguard_plugin.verify import verify_backup
+from dbguard_plugin.settings.config import Config
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 

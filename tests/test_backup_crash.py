@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from dbguard_plugin.cli import cli
-from dbguard_plugin.config import Config
+from dbguard_plugin.settings.config import Config
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
 

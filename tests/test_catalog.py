@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dbguard_plugin.backup import create_backup
 from dbguard_plugin.catalog import Catalog, validate_id
 from dbguard_plugin.cli import cli
-from dbguard_plugin.config import Config
+from dbguard_plugin.engines.sqlite.backup import create_backup
+from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.errors import ConfigError, UnsafePathError
 from dbguard_plugin.location import locate
-from dbguard_plugin.verify import verify_backup
+from dbguard_plugin.settings.config import Config
 
 
 @pytest.fixture

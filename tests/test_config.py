@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dbguard_plugin import Guard, Operation
-from dbguard_plugin.config import Config
 from dbguard_plugin.errors import ConfigError
+from dbguard_plugin.settings.config import Config
 
 
 def write_json(path: Path, document: object) -> Path:

@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 import pytest
 
-from dbguard_plugin import cli, hookspecs, signals
+from dbguard_plugin import cli, signals
+from dbguard_plugin.plugin import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlite_urls import sqlite_url_for
 
-from dbguard_plugin.config import Config
-from dbguard_plugin.doctor import FAIL, OK, WARN, diagnose
+from dbguard_plugin.operations.doctor import FAIL, OK, WARN, diagnose
+from dbguard_plugin.settings.config import Config
 
 
 def make_db(path: Path, journal_mode: str) -> None:

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from dbguard_plugin import Guard
-from dbguard_plugin.config import Config
+from dbguard_plugin.settings.config import Config
 
 
 def test_backup_of_an_empty_file_says_there_is_nothing_to_lose(db_path: Path, db_url: str,

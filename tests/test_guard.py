@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from dbguard_plugin import Guard, Operation
-from dbguard_plugin.config import Config
 from dbguard_plugin.errors import ConfigError, VetoedError
+from dbguard_plugin.settings.config import Config
 
 
 def _codes(verdict) -> list[str]:

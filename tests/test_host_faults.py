@@ -43,7 +43,7 @@ from conftest import Child
 from faults import fill, small_disk, without_dac
 
 from dbguard_plugin import Guard, signals
-from dbguard_plugin.config import Config
+from dbguard_plugin.settings.config import Config
 from dbguard_plugin.status import HOSTNAME
 
 #: The bot. argv: db_url. Prints READY with an order in flight, then on each stdin line
@@ -51,7 +51,7 @@ from dbguard_plugin.status import HOSTNAME
 BOT = """
     import json, logging, sys
     from dbguard_plugin import Guard, signals
-    from dbguard_plugin.config import Config
+    from dbguard_plugin.settings.config import Config
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     guard = Guard(Config(db_url=sys.argv[1], environment="development",

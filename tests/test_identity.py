@@ -18,7 +18,7 @@ import pytest
 
 from dbguard_plugin import Guard, signals
 from dbguard_plugin.location import identity_of, locate
-from dbguard_plugin.restore import restore
+from dbguard_plugin.operations.restore import restore
 
 SPELLINGS = ("absolute", "relative", "dotdot", "file-symlink", "dir-symlink", "file-uri",
              "hard-link")

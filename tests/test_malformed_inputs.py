@@ -33,10 +33,10 @@ from click.testing import CliRunner
 from malformed import KINDS, World, cases, finish, make_world, problems
 
 from dbguard_plugin import Guard
+from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.cli import cli
-from dbguard_plugin.config import Config
 from dbguard_plugin.errors import VerificationError
-from dbguard_plugin.manifest import Manifest
+from dbguard_plugin.settings.config import Config
 
 PER_KIND = 200
 

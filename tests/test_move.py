@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from dbguard_plugin.cli import cli
-from dbguard_plugin.config import Config
+from dbguard_plugin.settings.config import Config
 
 JOURNAL = "operation.json"
 RENAMES_ENV = "DBGUARD_FAIL_RENAMES"
@@ -279,8 +279,8 @@ def test_a_refused_move_changes_nothing(
 PAUSED_MOVE = """
     import sys
     from dbguard_plugin import Guard, hookimpl
-    from dbguard_plugin.move import move
-    from dbguard_plugin.plugins import pm
+    from dbguard_plugin.operations.move import move
+    from dbguard_plugin.plugin.manager import pm
 
     class Host:
         @hookimpl

@@ -19,8 +19,8 @@ from test_restore import make_db, rows
 
 from dbguard_plugin import Guard
 from dbguard_plugin.catalog import Catalog
-from dbguard_plugin.config import Config
-from dbguard_plugin.restore import restore, rollback
+from dbguard_plugin.operations.restore import restore, rollback
+from dbguard_plugin.settings.config import Config
 
 #: Pins backup argv[2] for a "restore" in its own process, prints READY, waits for a line.
 #: argv: config path, backup id
@@ -41,7 +41,7 @@ PINNER = """
 PAUSED_RESTORE = """
     import sys
     from dbguard_plugin import Guard, signals
-    from dbguard_plugin.restore import restore, rollback
+    from dbguard_plugin.operations.restore import restore, rollback
 
     held = []
 

@@ -13,10 +13,10 @@ import pluggy
 import pytest
 
 from dbguard_plugin import Operation, OrderEvent, OrderKind, SessionInfo, hookimpl
-from dbguard_plugin.audit import read as read_audit
+from dbguard_plugin.core.audit import read as read_audit
+from dbguard_plugin.core.state import Snapshot
 from dbguard_plugin.errors import VetoedError
-from dbguard_plugin.plugins import pm
-from dbguard_plugin.state import Snapshot
+from dbguard_plugin.plugin.manager import pm
 
 # -- a third-party plugin installed through the ``dbguard`` entry-point group ------------------
 
@@ -227,7 +227,7 @@ def test_authorize_with_force_writes_the_audit_log_on_a_fresh_database(guard, re
 
 
 def test_audit_log_path_from_config(make_guard, register_plugin, db_url, tmp_path):
-    from dbguard_plugin.config import Config
+    from dbguard_plugin.settings.config import Config
 
     log = tmp_path / "audit" / "forced.jsonl"
     log.parent.mkdir()

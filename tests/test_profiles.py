@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dbguard_plugin.config import Config, resolve
 from dbguard_plugin.errors import ConfigError, UnsafePathError, VetoedError
-from dbguard_plugin.profile_store import BESIDE_CONFIG, ENV, ProfileStore
-from dbguard_plugin.profiles import Profile, validate_name
+from dbguard_plugin.settings.config import Config, resolve
+from dbguard_plugin.settings.profile_file import BESIDE_CONFIG, ENV, ProfileStore
+from dbguard_plugin.settings.profiles import Profile, validate_name
 
 BAD_NAMES = {
     "../x": "path separator or '..'",

@@ -12,7 +12,7 @@ import pytest
 
 from dbguard_plugin import hookimpl, signals
 from dbguard_plugin.events import Operation
-from dbguard_plugin.profile_store import BESIDE_CONFIG, ProfileStore
+from dbguard_plugin.settings.profile_file import BESIDE_CONFIG, ProfileStore
 
 CRASH_POINTS = ("switch:locked", "backup:copying", "backup:renamed", "switch:backed-up",
                 "switch:written", "switch:done")

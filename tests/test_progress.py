@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dbguard_plugin.backup import BackupSettings, create_backup
 from dbguard_plugin.catalog import Catalog
+from dbguard_plugin.engines.sqlite.backup import BackupSettings, create_backup
 from dbguard_plugin.location import locate
 from dbguard_plugin.progress import DELAY_ENV, LazyBar
 

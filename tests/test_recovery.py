@@ -10,7 +10,7 @@ import signal
 import pytest
 from test_restore import change_live, make_db, rows
 
-from dbguard_plugin.config import Config
+from dbguard_plugin.settings.config import Config
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
 BACKUP_ROWS = [(i, f"backup-{i}") for i in range(1, 6)]

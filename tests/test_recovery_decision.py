@@ -35,8 +35,8 @@ from test_restore_crash import (
 )
 
 from dbguard_plugin import Guard, signals
-from dbguard_plugin.config import Config
-from dbguard_plugin.restore import restore
+from dbguard_plugin.operations.restore import restore
+from dbguard_plugin.settings.config import Config
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
 JOURNAL = "operation.json"

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from dbguard_plugin import Operation, hookimpl
-from dbguard_plugin import restore as engine
 from dbguard_plugin.cli import cli
-from dbguard_plugin.config import Config
+from dbguard_plugin.operations import restore as engine
+from dbguard_plugin.settings.config import Config
 
 JOURNAL = "operation.json"
 
@@ -398,7 +398,7 @@ def test_an_unknown_backup_id_names_the_catalog(restorable, run_cli, db_url, sta
 PAUSED_RESTORE = """
     import sys
     from dbguard_plugin import Guard, signals
-    from dbguard_plugin.restore import restore
+    from dbguard_plugin.operations.restore import restore
 
     def pause(guard, backup_id, **extra):
         print("READY", backup_id, flush=True)
@@ -496,7 +496,7 @@ TICKING_BOT = """
     import sqlite3
     import sys
     from dbguard_plugin import Guard, hookimpl
-    from dbguard_plugin.plugins import pm
+    from dbguard_plugin.plugin.manager import pm
 
     class Host:
         @hookimpl

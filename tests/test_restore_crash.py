@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from dbguard_plugin.catalog import Catalog
-from dbguard_plugin.config import Config
+from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.location import locate
-from dbguard_plugin.verify import verify_backup
+from dbguard_plugin.settings.config import Config
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
 JOURNAL = "operation.json"

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.catalog.retention import Retention, to_keep
 from dbguard_plugin.cli import cli
-from dbguard_plugin.config import Config
-from dbguard_plugin.manifest import Manifest
-from dbguard_plugin.retention import Retention, to_keep
+from dbguard_plugin.settings.config import Config
 
 DAY = 86_400
 WEEK = 7 * DAY

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dbguard_plugin.config import Config
+from dbguard_plugin.settings.config import Config
 
 
 def make_db(path: Path) -> None:

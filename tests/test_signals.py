@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from dbguard_plugin import Operation, OrderEvent, OrderKind, SessionInfo, Verdict, hookimpl, signals
-from dbguard_plugin.config import Config
+from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.errors import DbGuardError
-from dbguard_plugin.manifest import Manifest
+from dbguard_plugin.settings.config import Config
 
 
 @pytest.fixture

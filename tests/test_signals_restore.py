@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from test_restore import change_live, make_db, rows
 
-from dbguard_plugin import move as mover
-from dbguard_plugin import restore as engine
 from dbguard_plugin import signals
-from dbguard_plugin.config import Config
-from dbguard_plugin.restore import RestoreError
+from dbguard_plugin.operations import move as mover
+from dbguard_plugin.operations import restore as engine
+from dbguard_plugin.operations.restore import RestoreError
+from dbguard_plugin.settings.config import Config
 
 BACKUP_ROWS = [(i, f"backup-{i}") for i in range(1, 6)]
 LIVE_ROWS = [(i, f"live-{i}") for i in range(1, 4)]

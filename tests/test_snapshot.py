@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dbguard_plugin.backup import BackupSettings, create_backup
 from dbguard_plugin.catalog import Catalog
+from dbguard_plugin.engines.sqlite.backup import BackupSettings, create_backup
 from dbguard_plugin.location import locate
 
 #: Each transaction: INSERT row k (with a 600-byte payload, so pages split and move) and
@@ -189,7 +189,7 @@ def test_without_the_copy_script_the_backup_api_takes_over(
     db_path, db_url, tmp_path, monkeypatch
 ):
     """A packaging without snapshot.py as a file (a zipapp, a frozen binary)."""
-    from dbguard_plugin import snapshot
+    from dbguard_plugin.engines.sqlite import snapshot
 
     make_db(db_path, "wal")
     monkeypatch.setattr(snapshot, "__file__", str(tmp_path / "not-there" / "snapshot.py"))

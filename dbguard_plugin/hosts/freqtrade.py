@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import select
 
+from dbguard_plugin.core.guard import Guard
 from dbguard_plugin.events import Operation
-from dbguard_plugin.guard import Guard
-from dbguard_plugin.hookspecs import hookimpl
 from dbguard_plugin.hosts.freqtrade_config import settings
+from dbguard_plugin.plugin.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ relative to the first config file's directory.
 
 The active environment profile (``dbguard-profiles.toml`` beside that config file, or
 the user's profiles file, as for the CLI) is laid over those settings the way
-:func:`dbguard_plugin.config.resolve` lays it for ``dbguard --config config.json --db
+:func:`dbguard_plugin.settings.config.resolve` lays it for ``dbguard --config config.json --db
 DB_URL``: freqtrade's ``db_url`` plays ``--db``, so the bot and the CLI agree on the
 environment, the catalog and the rules. A profile that names another database than
 freqtrade's is left out, with an error in the log.
@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dbguard_plugin.config import Config, apply_profile
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.location import locate
+from dbguard_plugin.settings.config import Config, apply_profile
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def settings(ft_config: Mapping[str, Any]) -> Config:
 
 def _with_profile(config: Config, file: Path | None, bot_url: str) -> Config:
     """*config* with the active profile applied, as the CLI applies it for *file*."""
-    from dbguard_plugin.profile_store import ProfileStore
+    from dbguard_plugin.settings.profile_file import ProfileStore
 
     store = ProfileStore.locate(file)
     active = store.active()

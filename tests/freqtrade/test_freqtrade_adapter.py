@@ -33,12 +33,12 @@ from freqtrade.persistence import Order, Trade, init_db  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from dbguard_plugin import Guard  # noqa: E402
-from dbguard_plugin.config import Config  # noqa: E402
+from dbguard_plugin.catalog.manifest import Manifest  # noqa: E402
 from dbguard_plugin.hosts import freqtrade as adapter  # noqa: E402
 from dbguard_plugin.hosts.freqtrade_config import settings  # noqa: E402
-from dbguard_plugin.manifest import Manifest  # noqa: E402
-from dbguard_plugin.profile_store import ProfileStore  # noqa: E402
-from dbguard_plugin.profiles import Profile  # noqa: E402
+from dbguard_plugin.settings.config import Config  # noqa: E402
+from dbguard_plugin.settings.profile_file import ProfileStore  # noqa: E402
+from dbguard_plugin.settings.profiles import Profile  # noqa: E402
 from dbguard_plugin.status import status_path  # noqa: E402
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -230,8 +230,8 @@ def test_restore_while_the_bot_runs_is_seen_on_the_next_loop(
 RESTORE_AND_WAIT = """
     import sys
     from dbguard_plugin import Guard, signals
-    from dbguard_plugin.config import Config
-    from dbguard_plugin.restore import restore
+    from dbguard_plugin.settings.config import Config
+    from dbguard_plugin.operations.restore import restore
 
     guard = Guard(Config.load(sys.argv[1]))
 

@@ -116,7 +116,7 @@ def test_a_new_db_url_after_a_config_reload_is_noticed(
 HOLD_THE_LEASE = """
     import sys
     from dbguard_plugin import Guard
-    from dbguard_plugin.config import Config
+    from dbguard_plugin.settings.config import Config
 
     guard = Guard(Config.load(sys.argv[1]))
     with guard.operation("restore"):

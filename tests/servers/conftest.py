@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL, make_url
 
-from dbguard_plugin.servers.mariadb import scratch_prefix
+from dbguard_plugin.engines.server.mariadb import scratch_prefix
 
 REQUIRE_ENV = "DBGUARD_REQUIRE_SERVERS"
 ADMIN_URLS = {
@@ -179,7 +179,7 @@ def server_guards() -> Iterator[Callable[..., Any]]:
     guards: list[Guard] = []
 
     def make(url: str, **settings: Any) -> Guard:
-        from dbguard_plugin.config import Config
+        from dbguard_plugin.settings.config import Config
 
         config = Config.from_mapping(settings) if settings else None
         guard = Guard(config, db_url=url)

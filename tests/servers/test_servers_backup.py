@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from dbguard_plugin.catalog import expected_file
+from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.errors import VerificationError
-from dbguard_plugin.restore import RestoreError, restore, rollback
-from dbguard_plugin.verify import verify_backup
+from dbguard_plugin.operations.restore import RestoreError, restore, rollback
 
 pytestmark = pytest.mark.servers
 
@@ -254,7 +254,7 @@ def test_a_restore_blocked_by_an_open_transaction_gives_up_and_changes_nothing(
 def test_a_server_restore_refreshes_the_host_and_tells_subscribers(
         server_db, server_guards, register_plugin):
     from dbguard_plugin import signals
-    from dbguard_plugin.hookspecs import hookimpl
+    from dbguard_plugin.plugin.hookspecs import hookimpl
 
     make_tables(server_db)
     guard = server_guards(server_db.url)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dbguard_plugin.servers.mariadb import scratch_prefix
+from dbguard_plugin.engines.server.mariadb import scratch_prefix
 
 from .conftest import _drop, admin_connect, execute
 

@@ -15,7 +15,7 @@ OPERATOR = """
     import json, sys
     from dbguard_plugin import Guard
     from dbguard_plugin.errors import VetoedError
-    from dbguard_plugin.restore import restore
+    from dbguard_plugin.operations.restore import restore
 
     guard = Guard(db_url=sys.argv[1])
     print("READY", flush=True)

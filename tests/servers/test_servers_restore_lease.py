@@ -35,7 +35,7 @@ BOT = """
     import sys
     from sqlalchemy.engine import make_url
     from dbguard_plugin import Guard
-    from dbguard_plugin.config import Config
+    from dbguard_plugin.settings.config import Config
 
     kind, url = sys.argv[1], sys.argv[2]
     u = make_url(url)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from dbguard_plugin.engines.server import backup as server_backup
+from dbguard_plugin.engines.server import dialect_for
 from dbguard_plugin.errors import DbGuardError
-from dbguard_plugin.restore import restore
-from dbguard_plugin.servers import backup as server_backup
-from dbguard_plugin.servers import dialect_for
+from dbguard_plugin.operations.restore import restore
 
 pytestmark = pytest.mark.servers
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbguard_plugin.servers.sqldump import DumpReader
+from dbguard_plugin.engines.server.sqldump import DumpReader
 
 _value = st.one_of(
     st.integers(-(10**6), 10**6).map(str),

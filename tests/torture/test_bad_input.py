@@ -14,8 +14,8 @@ import pytest
 from harness import Tally, change, file_sha, make_db
 
 from dbguard_plugin import Guard
-from dbguard_plugin.config import Config
-from dbguard_plugin.manifest import Manifest
+from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.settings.config import Config
 
 
 def _truncate(data: Path, manifest: Path) -> None:

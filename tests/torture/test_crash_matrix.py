@@ -31,11 +31,11 @@ from test_restore_crash import (
 
 import dbguard_plugin
 from dbguard_plugin.catalog import Catalog
-from dbguard_plugin.config import Config
+from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.location import locate
-from dbguard_plugin.profile_store import BESIDE_CONFIG, ProfileStore
-from dbguard_plugin.restore import restore
-from dbguard_plugin.verify import verify_backup
+from dbguard_plugin.operations.restore import restore
+from dbguard_plugin.settings.config import Config
+from dbguard_plugin.settings.profile_file import BESIDE_CONFIG, ProfileStore
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
 PACKAGE = Path(dbguard_plugin.__file__).parent

@@ -17,9 +17,9 @@ import pytest
 from harness import Tally, check_database, content_digest
 
 from dbguard_plugin import Guard
-from dbguard_plugin.backup import sqlite_uri
-from dbguard_plugin.config import Config
-from dbguard_plugin.restore import restore
+from dbguard_plugin.engines.sqlite.backup import sqlite_uri
+from dbguard_plugin.operations.restore import restore
+from dbguard_plugin.settings.config import Config
 
 #: argv: database path. Commits rows (a few hundred a second) until stdin says PAUSE
 #: (answers PAUSED, waits for GO) or STOP (answers how many rows it wrote, errors it met).

@@ -50,8 +50,8 @@ from harness import (
 from test_restore_crash import leftovers
 
 from dbguard_plugin import Guard
-from dbguard_plugin.backup import BackupError
-from dbguard_plugin.config import Config
+from dbguard_plugin.engines.sqlite.backup import BackupError
+from dbguard_plugin.settings.config import Config
 
 
 def _mark(tally: Tally, fault: str) -> None:
@@ -295,7 +295,7 @@ def test_an_unreadable_backup(
 DELETED_DURING_RESTORE = """
     import os, sys
     from dbguard_plugin import Guard, signals
-    from dbguard_plugin.restore import restore
+    from dbguard_plugin.operations.restore import restore
 
     guard = Guard(db_url=sys.argv[1])
     manifest = guard.catalog.get(sys.argv[2])

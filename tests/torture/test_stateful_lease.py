@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from dbguard_plugin import Guard
-from dbguard_plugin.config import Config
 from dbguard_plugin.errors import VetoedError
-from dbguard_plugin.restore import restore
+from dbguard_plugin.operations.restore import restore
+from dbguard_plugin.settings.config import Config
 
 BOTS = st.sampled_from([0, 1])
 OPERATORS = st.sampled_from([0, 1])

@@ -1,0 +1,2 @@
+"""The SQLite engine: consistent snapshots, backups, verification, previews and facts.
+"""

@@ -1,0 +1,2 @@
+"""The plugin system: hook specifications and the plugin manager.
+"""

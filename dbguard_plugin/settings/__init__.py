@@ -1,0 +1,2 @@
+"""What the operator configured: the config file, the profiles and the profile file.
+"""
