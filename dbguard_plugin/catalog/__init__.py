@@ -23,6 +23,7 @@ from typing import Any
 
 import portalocker
 
+from dbguard_plugin.catalog.codecs import SUFFIXES
 from dbguard_plugin.catalog.manifest import ID_PATTERN, Manifest
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
@@ -30,6 +31,7 @@ from dbguard_plugin.files import (
     fsync_dir,
     open_private,
     private_dir,
+    replace,
     write_atomic,
     write_json_atomic,
 )
@@ -44,12 +46,13 @@ _ID = ID_PATTERN
 TMP_PREFIX = ".tmp-"
 _LOCK_NAME = ".catalog.lock"
 MARKER = ".dbguard-catalog.json"
+#: The data file's base suffix by backend (anything else is a SQLite backup)
+_BASE = {"postgresql": ".pgdump", "mariadb": ".sql"}
 #: The names dbguard gives backup data files: <id>.sqlite[.gz|.zst], and for server
 #: databases <id>.pgdump (PostgreSQL) or <id>.sql[.gz|.zst] (MariaDB/MySQL)
 _DATA = re.compile(
-    r"^(\d{8}T\d{9}Z-[a-z-]+(?:-\d+)?)\.(?:sqlite|sql|pgdump)(?:\.gz|\.zst)?$")
-#: The data file's base suffix by backend (anything else is a SQLite backup)
-_BASE = {"postgresql": ".pgdump", "mariadb": ".sql"}
+    r"^(\d{8}T\d{9}Z-[a-z-]+(?:-\d+)?)\.(?:sqlite|sql|pgdump)(?:"
+    + "|".join(re.escape(s) for s in SUFFIXES.values() if s) + ")?$")
 #: Scratch copies a verify or restore is reading: .tmp-read-<pid>-...
 _READER = re.compile(r"^\.tmp-read-(\d+)-")
 #: Pins of running operations: .pin-<pid>-<token>.json (see Catalog.pinning)
@@ -87,10 +90,15 @@ def validate_id(backup_id: str) -> str:
     return backup_id
 
 
+def data_file(backup_id: str, backend: str, compression: str) -> str:
+    """The name of a backup's data file: its id, the backend's suffix, the compression's."""
+    suffix = SUFFIXES.get(compression, "?")
+    return f"{backup_id}{_BASE.get(backend, '.sqlite')}{suffix}"
+
+
 def expected_file(manifest: Manifest) -> str:
     """The only data file name a manifest may name: its id plus the compression's suffix."""
-    suffix = {"none": "", "gzip": ".gz", "zstd": ".zst"}.get(manifest.compression, "?")
-    return f"{manifest.id}{_BASE.get(manifest.backend, '.sqlite')}{suffix}"
+    return data_file(manifest.id, manifest.backend, manifest.compression)
 
 
 class Catalog:
@@ -351,6 +359,15 @@ class Catalog:
         reach("prune:manifest-deleted")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.data_path(manifest))
+
+    def place(self, tmp: Path, name: str) -> None:
+        """Move a finished data file from its ``.tmp-`` name to *name*, durably."""
+        replace(tmp, self.directory / name)
+        fsync_dir(self.directory)
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        """Write *manifest*, fsynced: the backup is in the catalog from now on."""
+        write_atomic(self.manifest_path(manifest.id), manifest.to_json(), fsync=True)
 
     def record_verification(self, manifest: Manifest, ok: bool) -> Manifest:
         """Mark a backup verified or not after ``verify``: a bad one no longer counts as

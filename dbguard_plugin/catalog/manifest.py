@@ -16,6 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dbguard_plugin.catalog.codecs import COMPRESSIONS
 from dbguard_plugin.errors import VerificationError
 
 REASONS = (
@@ -32,7 +33,6 @@ FORMAT = 1
 
 #: What a backup id may look like: no separators, no dot-dot (the catalog's rule too).
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-COMPRESSIONS = ("none", "gzip", "zstd")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 #: Control characters would let a hand-edited manifest rewrite an operator's terminal.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import portalocker
 
@@ -30,9 +30,6 @@ from dbguard_plugin.status import (
     remove_stale,
     status_path,
 )
-
-if TYPE_CHECKING:
-    from dbguard_plugin.location import DatabaseLocation
 
 _SHARED = portalocker.LockFlags.SHARED | portalocker.LockFlags.NON_BLOCKING
 _EXCLUSIVE = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
@@ -211,11 +208,3 @@ class Lease:
         self.release_session()
         self.release_exclusive()
 
-
-def open_lease(location: DatabaseLocation) -> Lease:
-    """The lease of *location*: lock files for SQLite, the server's own locks otherwise."""
-    if location.sqlite_path is None:
-        from dbguard_plugin.engines.server.lease import ServerLease
-
-        return ServerLease(location)
-    return Lease(location.state_dir)

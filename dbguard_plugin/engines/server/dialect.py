@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.engines.backup import Progress
 from dbguard_plugin.engines.server.params import ServerParams
-from dbguard_plugin.engines.server.tools import Digests, Progress
+from dbguard_plugin.engines.server.tools import Digests
 from dbguard_plugin.errors import DbGuardError
 
-if TYPE_CHECKING:
-    from dbguard_plugin.engines.server.lease import ServerLease
-
-#: dbguard's own table on the server (who holds the lease, and why). Never dumped,
-#: restored, counted or fingerprinted: it describes the server now, not the data.
-HOLDERS_TABLE = "dbguard_holders"
 #: dbguard's commit markers of restores (see :mod:`dbguard_plugin.operations.server_restore`);
 #: like the holders table, never dumped, counted or fingerprinted.
 RESTORES_TABLE = "dbguard_restores"
@@ -45,6 +41,16 @@ class LiveFacts:
     schema_fingerprint: str
 
 
+class LentLease(Protocol):
+    """What a restore needs of the lease it runs under (a ServerLease)."""
+
+    def pinned(self) -> AbstractContextManager[Any]:
+        """The lease's own connection: statements on it live and die with the lease."""
+
+    def lend(self) -> Callable[[float], bool]:
+        """Hand the exclusive lock to a queued restore transaction; ``take_back``."""
+
+
 class Dialect(Protocol):
     params: ServerParams
     #: the catalog file suffix before any compression suffix, e.g. ``.pgdump``
@@ -60,7 +66,7 @@ class Dialect(Protocol):
     def verify_archive(self, path: Path, manifest: Manifest) -> list[str]: ...
 
     def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float,
-                        lease: ServerLease, marker: str) -> None:
+                        lease: LentLease, marker: str) -> None:
         """Replace the live tables atomically, with *marker* committed in the same step.
 
         Returns when the replacement committed; raises OutcomeUnknown when that cannot be

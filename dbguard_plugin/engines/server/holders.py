@@ -15,10 +15,13 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from dbguard_plugin.engines.server.dialect import HOLDERS_TABLE
 from dbguard_plugin.engines.server.params import POSTGRESQL
 
 log = logging.getLogger(__name__)
+
+#: dbguard's own table on the server (who holds the lease, and why). Never dumped,
+#: restored, counted or fingerprinted: it describes the server now, not the data.
+HOLDERS_TABLE = "dbguard_holders"
 
 _CREATE = {
     "postgresql": f"""CREATE TABLE IF NOT EXISTS {HOLDERS_TABLE} (

@@ -20,6 +20,7 @@ from typing import Any
 
 from dbguard_plugin.engines.lease import _PROBE_GRACE, Lease, LeaseView
 from dbguard_plugin.engines.server.credentials import scrub
+from dbguard_plugin.engines.server.dialects import dialect_for_params
 from dbguard_plugin.engines.server.holders import HoldersTable
 from dbguard_plugin.engines.server.locks import LockScheme, MariaLocks, PgLocks
 from dbguard_plugin.engines.server.params import POSTGRESQL, params_for
@@ -68,8 +69,6 @@ class ServerLease(Lease):
                                    "released") from None
 
     def _connect(self) -> None:
-        from dbguard_plugin.engines.server import dialect_for_params
-
         conn = dialect_for_params(self.params).connect()
         if self.params.kind == POSTGRESQL:
             self._locks = PgLocks(conn)

@@ -21,24 +21,25 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.crashpoints import reach
+from dbguard_plugin.engines.backup import Progress
 from dbguard_plugin.engines.server.credentials import mariadb_option_file, scrub
 from dbguard_plugin.engines.server.dialect import (
-    HOLDERS_TABLE,
     RESTORES_TABLE,
     DumpResult,
+    LentLease,
     LiveFacts,
     OutcomeUnknown,
     compare,
     fingerprint,
 )
+from dbguard_plugin.engines.server.holders import HOLDERS_TABLE
 from dbguard_plugin.engines.server.params import ServerParams
 from dbguard_plugin.engines.server.sqldump import DumpReader
 from dbguard_plugin.engines.server.tools import (
-    Progress,
     ToolError,
     find_tool,
     read_plain,
@@ -46,9 +47,6 @@ from dbguard_plugin.engines.server.tools import (
     stream_dump,
 )
 from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError
-
-if TYPE_CHECKING:
-    from dbguard_plugin.engines.server.lease import ServerLease
 
 _PACKAGE = "the MariaDB client tools (e.g. the mariadb-client package)"
 #: Scratch databases of restores, dbguard_r_<hash of the database>_n_<random> for the
@@ -224,7 +222,7 @@ class MariaDB:
     # -- restore -----------------------------------------------------------------------
 
     def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float,
-                        lease: ServerLease, marker: str) -> None:
+                        lease: LentLease, marker: str) -> None:
         """Load into a scratch database, check it there, swap it in with one RENAME on
         the lease's connection, *marker* moving in with the tables."""
         live_db = self.params.database
@@ -264,7 +262,7 @@ class MariaDB:
                       "--default-character-set=utf8mb4", f"--database={database}"],
                      dict(_env()), self.params, feed=path, compression=manifest.compression)
 
-    def _swap(self, lease: ServerLease, live_db: str, new_db: str, old_db: str,
+    def _swap(self, lease: LentLease, live_db: str, new_db: str, old_db: str,
               lock_timeout: float) -> None:
         pymysql = _pymysql()
         with lease.pinned() as conn:

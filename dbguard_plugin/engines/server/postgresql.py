@@ -25,23 +25,24 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.crashpoints import reach
+from dbguard_plugin.engines.backup import BackupError, Progress
 from dbguard_plugin.engines.server.credentials import pg_env, scrub
 from dbguard_plugin.engines.server.dialect import (
-    HOLDERS_TABLE,
     RESTORES_TABLE,
     DumpResult,
+    LentLease,
     LiveFacts,
     OutcomeUnknown,
     fingerprint,
 )
+from dbguard_plugin.engines.server.holders import HOLDERS_TABLE
 from dbguard_plugin.engines.server.locks import PG_CLASS, PG_ORDERS
 from dbguard_plugin.engines.server.params import ServerParams
 from dbguard_plugin.engines.server.tools import (
-    Progress,
     ToolError,
     _failure,
     die_with_parent,
@@ -49,11 +50,7 @@ from dbguard_plugin.engines.server.tools import (
     run_tool,
     stream_dump,
 )
-from dbguard_plugin.engines.sqlite.backup import BackupError
 from dbguard_plugin.errors import ConfigError, DbGuardError
-
-if TYPE_CHECKING:
-    from dbguard_plugin.engines.server.lease import ServerLease
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +235,7 @@ class PostgreSQL:
     # -- restore -----------------------------------------------------------------------
 
     def restore_archive(self, path: Path, manifest: Manifest, lock_timeout: float,
-                        lease: ServerLease, marker: str) -> None:
+                        lease: LentLease, marker: str) -> None:
         """Replace the database's tables with the archive's in ONE transaction that holds
         the lease itself and commits *marker* with the data.
 
@@ -321,7 +318,7 @@ class PostgreSQL:
             prelude.append(f"DROP TABLE IF EXISTS {', '.join(extras)} CASCADE")
         return table, "; ".join(prelude)
 
-    def _hand_over(self, lease: ServerLease, table: str, marker: str,
+    def _hand_over(self, lease: LentLease, table: str, marker: str,
                    applier: subprocess.Popen[bytes],
                    lock_timeout: float) -> Callable[[float], bool] | None:
         """Lend the lease once the restore transaction waits for it (see restore_archive);

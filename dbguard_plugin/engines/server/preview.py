@@ -2,30 +2,21 @@
 
 The SQLite preview opens the backup as a database to find the open orders and trades it
 lacks; a server archive cannot be queried in place, so this preview compares the live
-row counts with the manifest's, after verifying the backup.
+row counts with the manifest's. The backup is verified first, by the caller
+(:func:`dbguard_plugin.engines.server_preview`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.engines.preview import Preview, TableChange
-from dbguard_plugin.engines.server import dialect_for
-from dbguard_plugin.engines.sqlite.verify import verify_backup
-from dbguard_plugin.errors import VerificationError
-
-if TYPE_CHECKING:
-    from dbguard_plugin.core.guard import Guard
+from dbguard_plugin.engines.server.dialects import dialect_for
+from dbguard_plugin.location import DatabaseLocation
 
 
-def server_preview(guard: Guard, manifest: Manifest) -> Preview:
-    result = verify_backup(guard.catalog, manifest)
-    if not result.ok:
-        guard.catalog.record_verification(manifest, False)
-        raise VerificationError(f"backup {manifest.id} failed verification; nothing was "
-                                "changed: " + "; ".join(result.problems))
-    live = dialect_for(guard.location).live_facts().tables
+def row_changes(location: DatabaseLocation, manifest: Manifest) -> Preview:
+    """The live database's row counts against those in *manifest*, table by table."""
+    live = dialect_for(location).live_facts().tables
     return Preview(tables=[
         TableChange(name, live.get(name), manifest.tables.get(name),
                     _rows_lost(live.get(name), manifest.tables.get(name)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
-import gzip
 import hashlib
 import os
 import shutil
@@ -25,15 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from dbguard_plugin.catalog.codecs import CHUNK, compressing, decompressing
+from dbguard_plugin.engines.backup import BackupError, Progress
 from dbguard_plugin.engines.server.credentials import scrub
 from dbguard_plugin.engines.server.params import ServerParams
-from dbguard_plugin.engines.sqlite.backup import BackupError
 from dbguard_plugin.errors import ConfigError, DbGuardError
 from dbguard_plugin.files import datasync
-
-CHUNK = 1 << 20
-#: progress(bytes_so_far, 0): a dump's size is not known in advance.
-Progress = Callable[[int, int], None]
 
 
 class ToolError(DbGuardError):
@@ -122,12 +118,8 @@ class _Sink:
         self.raw_size = 0
         self.size = 0
         self._writer: Any = None
-        if compression == "gzip":
-            self._writer = gzip.GzipFile(fileobj=self, mode="wb", compresslevel=6, mtime=0)
-        elif compression == "zstd":
-            from dbguard_plugin.engines.sqlite.backup import _zstd
-
-            self._writer = _zstd().ZstdCompressor(level=3).stream_writer(self, closefd=False)
+        if compression in ("gzip", "zstd"):
+            self._writer = compressing(self, compression)
 
     def write(self, data: bytes) -> int:  # called by the compressors, or directly
         self._stored.update(data)
@@ -248,13 +240,7 @@ def run_tool(
 def read_plain(path: Path, compression: str) -> Any:
     """Yield the plain content of a stored dump, chunk by chunk."""
     with open(path, "rb") as src:
-        reader: Any = src
-        if compression == "gzip":
-            reader = gzip.GzipFile(fileobj=src, mode="rb")
-        elif compression == "zstd":
-            from dbguard_plugin.engines.sqlite.backup import _zstd
-
-            reader = _zstd().ZstdDecompressor().stream_reader(src)
+        reader = decompressing(src, compression)
         while chunk := reader.read(CHUNK):
             yield chunk
 

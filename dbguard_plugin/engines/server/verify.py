@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.engines.server import dialect_for
+from dbguard_plugin.engines.server.dialects import dialect_for
 from dbguard_plugin.errors import DbGuardError
 from dbguard_plugin.location import locate
 

@@ -12,8 +12,6 @@ into place; its manifest comes last. See DESIGN.md, "SQLite facts".
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -22,44 +20,48 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbguard_plugin.catalog import TMP_PREFIX, Catalog
-from dbguard_plugin.catalog.manifest import REASONS, Manifest
+from dbguard_plugin.catalog import TMP_PREFIX, Catalog, data_file
+from dbguard_plugin.catalog.codecs import (
+    CHUNK,
+    SUFFIXES,
+    compressing,
+    decompressing,
+    file_digest,
+)
+from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.crashpoints import reach
+from dbguard_plugin.engines.backup import (
+    BackupError,
+    BackupSettings,
+    BackupUnsupported,
+    NothingToBackUp,
+    Progress,
+    Request,
+    checked_settings,
+    new_backup,
+    new_manifest,
+)
 from dbguard_plugin.engines.sqlite import snapshot
 from dbguard_plugin.engines.sqlite.facts import SqliteFacts, check, read_facts
-from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
-from dbguard_plugin.files import datasync, fsync_dir, open_private, replace, write_atomic
+from dbguard_plugin.errors import UnsafePathError, VerificationError
+from dbguard_plugin.files import datasync, open_private
 from dbguard_plugin.location import DatabaseLocation, hard_link_problem
-from dbguard_plugin.version import __version__
+
+__all__ = [
+    "BackupError", "BackupSettings", "BackupUnsupported", "NothingToBackUp", "Progress",
+    "check_source", "create_backup", "file_digest", "opened_copy", "sqlite_uri",
+]
 
 log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-CHUNK = 1 << 20
 _FLUSH_BYTES = 8 << 20
-COMPRESSIONS = ("none", "gzip", "zstd")
-_SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
-
-#: progress(done_pages, total_pages)
-Progress = Callable[[int, int], None]
-
-
-class BackupError(DbGuardError):
-    """A backup could not be made; the message says why and what to do."""
-
-
-class NothingToBackUp(BackupError):
-    """The database file does not exist (yet): there is nothing that could be lost."""
-
-
-class BackupUnsupported(NothingToBackUp):
-    """This kind of database cannot be backed up by this version."""
 
 
 def check_source(location: DatabaseLocation) -> Path:
@@ -95,17 +97,6 @@ def sqlite_uri(path: Path, mode: str) -> str:
     return f"file:{urllib.parse.quote(str(path))}?mode={mode}"
 
 
-@dataclass(frozen=True)
-class BackupSettings:
-    compression: str = "none"
-    #: Pages per backup step: bounds memory and sets how often progress is reported.
-    step_pages: int = 2048
-    #: "snapshot" copies the files under a pinned read snapshot (snapshot.py) and falls
-    #: back to "backup-api", SQLite's page-by-page backup, where that cannot be done.
-    method: str = "snapshot"
-    busy_timeout: float = 30.0
-
-
 def create_backup(
     location: DatabaseLocation,
     catalog: Catalog,
@@ -123,75 +114,22 @@ def create_backup(
     With *keep_damaged* a copy that fails its check is kept anyway, as found, with
     ``verified: false`` (a restore over a damaged database keeps the damaged one this way).
     """
-    settings = settings or BackupSettings()
-    if reason not in REASONS:
-        raise ConfigError(f"backup reason {reason!r} is not one of {', '.join(REASONS)}")
-    if settings.compression not in COMPRESSIONS:
-        raise ConfigError(f"compression {settings.compression!r} is not one of "
-                          f"{', '.join(COMPRESSIONS)}")
+    settings = checked_settings(reason, settings)
     source = check_source(location)
+    request = Request(location, reason, profile, trading_state, note)
     started, clock = time.time(), time.monotonic()
-    with catalog.locked():
-        catalog.cleanup()
-        reach("backup:locked")
-        backup_id = catalog.new_id(reason, started)
+    with new_backup(catalog, reason, started, "backup:locked") as backup_id:
         raw_tmp = catalog.directory / f"{TMP_PREFIX}{backup_id}.sqlite"
         leftovers = [raw_tmp]
         try:
-            journal_mode, method = _copy_snapshot(
-                source, raw_tmp, catalog.directory, settings, progress
-            )
-            reach("backup:copied")
-            # Both read the copy from the page cache; SQLite and hashlib release the GIL,
-            # so the check and the flush-and-hash overlap.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                digest = pool.submit(_flush_and_digest, raw_tmp)
-                facts, damage = _check_copy(raw_tmp, journal_mode, location, keep_damaged)
-                reach("backup:checked")
-                raw_size, raw_sha = digest.result()
-            reach("backup:hashed")
-            stored_tmp = raw_tmp
-            size, sha = raw_size, raw_sha
-            if settings.compression != "none":
-                stored_tmp = raw_tmp.with_name(raw_tmp.name + _SUFFIX[settings.compression])
-                leftovers.append(stored_tmp)
-                size, sha = _compress(raw_tmp, stored_tmp, settings.compression, progress)
-                reach("backup:compressed")
-                os.unlink(raw_tmp)
-            final_name = f"{backup_id}.sqlite{_SUFFIX[settings.compression]}"
-            replace(stored_tmp, catalog.directory / final_name)
-            fsync_dir(catalog.directory)
-            reach("backup:renamed")
-            manifest = Manifest(
-                id=backup_id,
-                created=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started))
-                + f".{int(started * 1000) % 1000:03d}Z",
-                created_ts=started,
-                reason=reason,
-                file=final_name,
-                size=size,
-                sha256=sha,
-                compression=settings.compression,
-                raw_size=raw_size,
-                raw_sha256=raw_sha,
-                backend="sqlite",
-                source=location.redacted,
-                page_size=facts.page_size,
-                page_count=facts.page_count,
-                journal_mode=facts.journal_mode,
-                user_version=facts.user_version,
-                schema_fingerprint=facts.schema_fingerprint,
-                tables=facts.tables,
-                sqlite_version=sqlite3.sqlite_version,
-                dbguard_version=__version__,
-                profile=profile,
-                trading_state=trading_state or {},
-                duration_s=round(time.monotonic() - clock, 3),
-                copy_method=method,
-                verified=not damage,
-                note=f"{note} (damaged: {damage})".strip() if damage else note,
-            )
-            write_atomic(catalog.manifest_path(backup_id), manifest.to_json(), fsync=True)
+            copy = _checked_copy(source, raw_tmp, catalog.directory, location, settings,
+                                 progress, keep_damaged)
+            stored = _store(raw_tmp, backup_id, catalog, settings.compression, progress,
+                            copy, leftovers)
+            manifest = _manifest(request, backup_id, started, copy, stored,
+                                 compression=settings.compression,
+                                 duration_s=round(time.monotonic() - clock, 3))
+            catalog.write_manifest(manifest)
             reach("backup:manifested")
             return manifest
         except BaseException:
@@ -199,6 +137,89 @@ def create_backup(
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
             raise
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A checked copy of the database: its facts, how it was taken, what is wrong."""
+
+    facts: SqliteFacts
+    method: str
+    #: "" for a sound copy; what quick_check found in one kept with keep_damaged
+    damage: str
+    raw_size: int
+    raw_sha256: str
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """The backup's data file in the catalog, under its final name."""
+
+    file: str
+    size: int
+    sha256: str
+
+
+def _checked_copy(
+    source: Path, raw_tmp: Path, directory: Path, location: DatabaseLocation,
+    settings: BackupSettings, progress: Progress | None, keep_damaged: bool,
+) -> _Copy:
+    """Copy *source* to *raw_tmp*, then check, flush and hash the copy."""
+    journal_mode, method = _copy_snapshot(source, raw_tmp, directory, settings, progress)
+    reach("backup:copied")
+    # Both read the copy from the page cache; SQLite and hashlib release the GIL, so
+    # the check and the flush-and-hash overlap.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(_flush_and_digest, raw_tmp)
+        facts, damage = _check_copy(raw_tmp, journal_mode, location, keep_damaged)
+        reach("backup:checked")
+        raw_size, raw_sha = digest.result()
+    reach("backup:hashed")
+    return _Copy(facts, method, damage, raw_size, raw_sha)
+
+
+def _store(raw_tmp: Path, backup_id: str, catalog: Catalog, compression: str,
+           progress: Progress | None, copy: _Copy, leftovers: list[Path]) -> _Stored:
+    """Compress the checked copy if asked, and give it its final name in the catalog.
+    Every scratch file it makes is added to *leftovers* (removed if anything fails)."""
+    stored_tmp = raw_tmp
+    size, sha = copy.raw_size, copy.raw_sha256
+    if compression != "none":
+        stored_tmp = raw_tmp.with_name(raw_tmp.name + SUFFIXES[compression])
+        leftovers.append(stored_tmp)
+        size, sha = _compress(raw_tmp, stored_tmp, compression, progress)
+        reach("backup:compressed")
+        os.unlink(raw_tmp)
+    final_name = data_file(backup_id, "sqlite", compression)
+    catalog.place(stored_tmp, final_name)
+    reach("backup:renamed")
+    return _Stored(final_name, size, sha)
+
+
+def _manifest(request: Request, backup_id: str, started: float, copy: _Copy,
+              stored: _Stored, **fields: Any) -> Manifest:
+    facts = copy.facts
+    note = request.note
+    return new_manifest(
+        request, backup_id, started,
+        file=stored.file,
+        size=stored.size,
+        sha256=stored.sha256,
+        raw_size=copy.raw_size,
+        raw_sha256=copy.raw_sha256,
+        backend="sqlite",
+        page_size=facts.page_size,
+        page_count=facts.page_count,
+        journal_mode=facts.journal_mode,
+        user_version=facts.user_version,
+        schema_fingerprint=facts.schema_fingerprint,
+        tables=facts.tables,
+        sqlite_version=sqlite3.sqlite_version,
+        copy_method=copy.method,
+        verified=not copy.damage,
+        note=f"{note} (damaged: {copy.damage})".strip() if copy.damage else note,
+        **fields,
+    )
 
 
 def _copy_snapshot(
@@ -361,28 +382,6 @@ def _flush_and_digest(path: Path) -> tuple[int, str]:
     return file_digest(path)
 
 
-def file_digest(path: Path) -> tuple[int, str]:
-    """Size and sha256 of *path*, read in constant memory."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def _zstd() -> Any:
-    try:
-        import zstandard
-    except ImportError:
-        raise ConfigError(
-            "compression = 'zstd' needs the zstandard package: "
-            "pip install 'dbguard-plugin[zstd]', or set compression to gzip or none"
-        ) from None
-    return zstandard
-
-
 def _compress(raw: Path, dest: Path, method: str,
               progress: Progress | None = None) -> tuple[int, str]:
     """Compress *raw* into *dest* (0600), fsync it; return its size and sha256. Progress
@@ -391,12 +390,7 @@ def _compress(raw: Path, dest: Path, method: str,
     done = 0
     fd = open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     with os.fdopen(fd, "wb") as out, open(raw, "rb") as src:
-        writer: Any
-        if method == "gzip":
-            writer = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0)
-        else:
-            writer = _zstd().ZstdCompressor(level=3).stream_writer(out, closefd=False)
-        with writer:
+        with compressing(out, method) as writer:
             while chunk := src.read(CHUNK):
                 writer.write(chunk)
                 done += len(chunk)
@@ -419,13 +413,8 @@ def opened_copy(stored: Path, compression: str, scratch_dir: Path) -> Iterator[P
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         with os.fdopen(fd, "wb") as out, open(stored, "rb") as src:
-            reader: Any
-            if compression == "gzip":
-                reader = gzip.GzipFile(fileobj=src, mode="rb")
-            else:
-                reader = _zstd().ZstdDecompressor().stream_reader(src)
             try:
-                with reader:
+                with decompressing(src, compression) as reader:
                     while chunk := reader.read(CHUNK):
                         out.write(chunk)
             except (OSError, EOFError, ValueError) as exc:

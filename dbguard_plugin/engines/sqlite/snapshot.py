@@ -268,15 +268,7 @@ def main(argv: list[str]) -> int:
     busy_timeout, step_pages = float(argv[3]), int(argv[4])
     src = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
     try:
-        mode = str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-        index = None
-        if mode == "wal":
-            index = pinned_read(source, uri, src, busy_timeout)
-        else:
-            src.execute("BEGIN")
-            src.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        if str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower() != mode:
-            raise SnapshotUnavailable(f"{source}: journal mode changed while starting")
+        mode, index = _begin_read(src, source, uri, busy_timeout)
         page_size = int(src.execute("PRAGMA page_size").fetchone()[0])
         page_count = int(src.execute("PRAGMA page_count").fetchone()[0])
         need = page_size * page_count
@@ -284,21 +276,8 @@ def main(argv: list[str]) -> int:
         if free < room_needed(need):
             _report("nospace", need, free)
             return 4
-        fd = os.open(dest, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            def chunk(done: int, total: int) -> None:
-                # Flushing as the copy grows keeps the bot's own commit fsyncs from
-                # queueing behind one large flush at the end.
-                getattr(os, "fdatasync", os.fsync)(fd)
-                _report("progress", done, total)
-                if not sys.stdin.readline():
-                    raise _ParentGone
-
-            copy_snapshot(source, src, fd, journal_mode=mode, page_size=page_size,
-                          page_count=page_count, wal_index=index, chunk=chunk,
-                          chunk_pages=step_pages)
-        finally:
-            os.close(fd)
+        _copy_to(dest, source, src, step_pages, journal_mode=mode, page_size=page_size,
+                 page_count=page_count, wal_index=index)
         src.execute("COMMIT")
         _report("done", mode)
         return 0
@@ -316,6 +295,42 @@ def main(argv: list[str]) -> int:
     finally:
         src.close()
         release_readers()
+
+
+def _begin_read(src: sqlite3.Connection, source: Path, uri: str,
+                busy_timeout: float) -> tuple[str, WalIndex | None]:
+    """Start the read transaction the copy is taken under: (journal mode, WAL index)."""
+    mode = str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    index = None
+    if mode == "wal":
+        index = pinned_read(source, uri, src, busy_timeout)
+    else:
+        src.execute("BEGIN")
+        src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower() != mode:
+        raise SnapshotUnavailable(f"{source}: journal mode changed while starting")
+    return mode, index
+
+
+def _copy_to(dest: Path, source: Path, src: sqlite3.Connection, step_pages: int, *,
+             journal_mode: str, page_size: int, page_count: int,
+             wal_index: WalIndex | None) -> None:
+    """Copy the snapshot into *dest*, reporting each chunk and waiting for the parent."""
+    fd = os.open(dest, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        def chunk(done: int, total: int) -> None:
+            # Flushing as the copy grows keeps the bot's own commit fsyncs from
+            # queueing behind one large flush at the end.
+            getattr(os, "fdatasync", os.fsync)(fd)
+            _report("progress", done, total)
+            if not sys.stdin.readline():
+                raise _ParentGone
+
+        copy_snapshot(source, src, fd, journal_mode=journal_mode, page_size=page_size,
+                      page_count=page_count, wal_index=wal_index, chunk=chunk,
+                      chunk_pages=step_pages)
+    finally:
+        os.close(fd)
 
 
 class _ParentGone(Exception):

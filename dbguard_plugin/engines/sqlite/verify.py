@@ -1,54 +1,22 @@
-"""Verifying a stored backup: its checksum against the manifest, then SQLite's own check."""
+"""Checking a stored SQLite backup whose sha256 matched: SQLite's own check of its content."""
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from pathlib import Path
 
 from dbguard_plugin.catalog import Catalog
+from dbguard_plugin.catalog.codecs import file_digest
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.engines.sqlite.backup import SQLITE_MAGIC, file_digest, opened_copy, sqlite_uri
+from dbguard_plugin.engines.sqlite.backup import SQLITE_MAGIC, opened_copy, sqlite_uri
 from dbguard_plugin.engines.sqlite.facts import check, schema_fingerprint
-from dbguard_plugin.errors import UnsafePathError
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    manifest: Manifest
-    path: str
-    problems: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict[str, object]:
-        return {"id": self.manifest.id, "path": self.path, "ok": self.ok,
-                "problems": list(self.problems)}
-
-
-def verify_backup(
-    catalog: Catalog, manifest: Manifest, level: str = "integrity_check"
-) -> VerifyResult:
-    """Recompute the sha256, then run *level* on the SQLite file (a server dump: its
-    tool's own check); never raises for a bad file."""
-    try:
-        path = catalog.data_path(manifest)
-    except UnsafePathError as exc:
-        return VerifyResult(manifest, str(catalog.directory / manifest.file), (str(exc),))
-    shown = str(path)
-    if not path.is_file():
-        return VerifyResult(manifest, shown, (f"{path}: backup file is missing",))
-    size, sha = file_digest(path)
-    if size != manifest.size or sha != manifest.sha256:
-        return VerifyResult(manifest, shown, (
-            f"{path}: sha256 {sha[:16]}... (size {size}) does not match the manifest's "
-            f"{manifest.sha256[:16]}... (size {manifest.size}): the file was changed or damaged",
-        ))
-    if manifest.backend in ("postgresql", "mariadb"):
-        from dbguard_plugin.engines.server.verify import archive_problems
-
-        return VerifyResult(manifest, shown, archive_problems(catalog, manifest, path))
+def content_problems(
+    catalog: Catalog, manifest: Manifest, path: Path, level: str = "integrity_check"
+) -> tuple[str, ...]:
+    """What *level* (and the manifest's raw sha256 and schema) finds wrong with the SQLite
+    backup at *path*; never raises for a bad file."""
     problems: list[str] = []
     try:
         with opened_copy(path, manifest.compression, catalog.directory) as plain:
@@ -58,7 +26,7 @@ def verify_backup(
                     problems.append(f"{path}: decompressed content does not match the manifest")
             with open(plain, "rb") as fh:
                 if fh.read(16) != SQLITE_MAGIC:
-                    return VerifyResult(manifest, shown, (f"{path}: not a SQLite database",))
+                    return (f"{path}: not a SQLite database",)
             conn = sqlite3.connect(sqlite_uri(plain, "ro"), uri=True)
             try:
                 problems += [f"{path}: {level}: {p}" for p in check(conn, level)[:10]]
@@ -72,4 +40,4 @@ def verify_backup(
         problems.append(f"{path}: SQLite cannot read it: {exc}")
     except Exception as exc:  # a damaged archive can raise anything from the decompressor
         problems.append(f"{path}: {exc}")
-    return VerifyResult(manifest, shown, tuple(problems))
+    return tuple(problems)
