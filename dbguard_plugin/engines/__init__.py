@@ -10,13 +10,18 @@ about 0.4 s that a SQLite bot never needs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.engines.backup import BackupSettings, Progress
+from dbguard_plugin.engines.backup import BackupSettings, Progress, Request
 from dbguard_plugin.engines.lease import Lease
-from dbguard_plugin.engines.preview import DEFAULT_OPEN_ORDERS, DEFAULT_OPEN_TRADES, OpenRule
+from dbguard_plugin.engines.preview import (
+    DEFAULT_OPEN_ORDERS,
+    DEFAULT_OPEN_TRADES,
+    OpenRule,
+    Preview,
+)
 from dbguard_plugin.engines.server.params import server_kind
 from dbguard_plugin.engines.sqlite import backup as sqlite_backup
 from dbguard_plugin.engines.sqlite.preview import compute
@@ -24,9 +29,6 @@ from dbguard_plugin.engines.sqlite.verify import content_problems
 from dbguard_plugin.engines.verify import VerifyResult, verify_checksum
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.location import DatabaseLocation
-
-if TYPE_CHECKING:
-    from dbguard_plugin.engines.preview import Preview
 
 __all__ = [
     "check_source", "create_backup", "is_server", "open_lease", "preview_restore",
@@ -76,8 +78,8 @@ def server_backup(
     # why here: the server engine (SQLAlchemy, drivers) only for a server database
     from dbguard_plugin.engines.server.backup import create_backup as dump_into
 
-    return dump_into(location, catalog, reason, settings=settings, profile=profile,
-                     trading_state=trading_state, progress=progress, note=note)
+    request = Request(location, reason, profile, trading_state, note)
+    return dump_into(request, catalog, settings, progress)
 
 
 def create_backup(

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog, data_file
 from dbguard_plugin.catalog.manifest import Manifest
@@ -37,23 +36,15 @@ from dbguard_plugin.location import DatabaseLocation
 on_dump_started: Callable[[int], None] | None = None
 
 
-def create_backup(
-    location: DatabaseLocation,
-    catalog: Catalog,
-    reason: str,
-    *,
-    settings: BackupSettings | None = None,
-    profile: str = "",
-    trading_state: dict[str, Any] | None = None,
-    progress: Progress | None = None,
-    note: str = "",
-) -> Manifest:
-    """A consistent, verified dump of the server database *location* into *catalog*."""
-    settings = checked_settings(reason, settings)
+def create_backup(request: Request, catalog: Catalog, settings: BackupSettings | None = None,
+                  progress: Progress | None = None) -> Manifest:
+    """A consistent, verified dump of the server database the *request* names into
+    *catalog*."""
+    location = request.location
+    settings = checked_settings(request.reason, settings)
     dialect = dialect_for(location)
-    request = Request(location, reason, profile, trading_state, note)
     started, clock = time.time(), time.monotonic()
-    with new_backup(catalog, reason, started) as backup_id:
+    with new_backup(catalog, request.reason, started) as backup_id:
         tmp = catalog.directory / f"{TMP_PREFIX}{backup_id}.dump"
         fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:

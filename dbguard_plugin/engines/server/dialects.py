@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from dbguard_plugin.engines.server.dialect import Dialect
+from dbguard_plugin.engines.server.mariadb import MariaDB
 from dbguard_plugin.engines.server.params import POSTGRESQL, ServerParams, params_for
+from dbguard_plugin.engines.server.postgresql import PostgreSQL
 from dbguard_plugin.location import DatabaseLocation
 
 
 def dialect_for_params(params: ServerParams) -> Dialect:
     if params.kind == POSTGRESQL:
-        # why here: each dialect loads only for its own kind of server
-        from dbguard_plugin.engines.server.postgresql import PostgreSQL
-
         return PostgreSQL(params)
-    # why here: each dialect loads only for its own kind of server
-    from dbguard_plugin.engines.server.mariadb import MariaDB
-
     return MariaDB(params)
 
 

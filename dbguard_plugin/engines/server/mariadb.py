@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,7 @@ def scratch_prefix(database: str) -> str:
 
 def _pymysql() -> Any:
     try:
+        # why here: an optional extra, loaded only when a MariaDB database is used
         import pymysql
     except ImportError:
         raise ConfigError(
@@ -330,7 +332,5 @@ class MariaDB:
 
 
 def _env() -> dict[str, str]:
-    import os
-
     # a MYSQL_PWD or MYSQL_HOST of the caller's shell must not override the option file
     return {k: v for k, v in os.environ.items() if not k.startswith("MYSQL_")}

@@ -94,6 +94,7 @@ _QUEUED = f"""
 
 def _psycopg() -> Any:
     try:
+        # why here: an optional extra, loaded only when a PostgreSQL database is used
         import psycopg
     except ImportError:
         raise ConfigError(
