@@ -56,24 +56,14 @@ class Preview:
 
     def losses(self) -> list[str]:
         """Open trades and orders the restore would forget (these need --force)."""
-        out = []
-        if self.open_trades_lost:
-            out.append(f"{_count_of(self.open_trades_lost, 'open trade')} now missing or "
-                       f"closed in the backup: {_ids(self.open_trades_lost)}")
-        if self.open_orders_lost:
-            out.append(f"{_count_of(self.open_orders_lost, 'open order')} now missing or "
-                       f"closed in the backup: {_ids(self.open_orders_lost)}")
-        return out
+        gone = "now missing or closed in the backup"
+        return [*_said(self.open_trades_lost, "open trade", gone),
+                *_said(self.open_orders_lost, "open order", gone)]
 
     def warnings(self) -> list[str]:
-        out = self.losses()
-        if self.trades_resurrected:
-            out.append(f"{_count_of(self.trades_resurrected, 'trade')} not open now but open "
-                       f"in the backup: {_ids(self.trades_resurrected)}")
-        if self.orders_resurrected:
-            out.append(f"{_count_of(self.orders_resurrected, 'order')} not open now but open "
-                       f"in the backup: {_ids(self.orders_resurrected)}")
-        return out
+        back = "not open now but open in the backup"
+        return [*self.losses(), *_said(self.trades_resurrected, "trade", back),
+                *_said(self.orders_resurrected, "order", back)]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +85,11 @@ class Preview:
             )
         lines += [f"! {w}" for w in self.warnings()]
         return "\n".join(lines)
+
+
+def _said(ids: list[str], noun: str, what: str) -> list[str]:
+    """One warning line about *ids*, or none when there are none."""
+    return [f"{_count_of(ids, noun)} {what}: {_ids(ids)}"] if ids else []
 
 
 def _count_of(ids: list[str], noun: str) -> str:

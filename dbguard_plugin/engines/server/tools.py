@@ -182,9 +182,7 @@ def stream_dump(
                     progress(sink.raw_size, 0)
             code = proc.wait()
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
+            _stop(proc)
             raise
         finally:
             if proc.stdout is not None:
@@ -193,6 +191,13 @@ def stream_dump(
         if code != 0:
             raise BackupError(_failure(argv[0], code, err, params))
     return digests
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a tool this process gave up on, and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    proc.wait()
 
 
 def _datasync(fd: int) -> None:
@@ -227,9 +232,7 @@ def run_tool(
                         proc.stdin.write(chunk)
             code = proc.wait()
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
+            _stop(proc)
             raise
         if code != 0:
             raise ToolError(_failure(argv[0], code, err, params))
