@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import importlib.util
 import os
 import re
+import sys
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING
 
 from dbguard_plugin.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 # user:password@ anywhere, with or without a scheme before it (a URL typed without "://"
@@ -33,7 +37,8 @@ _SECRET_SETTING = re.compile(
 class DatabaseLocation:
     """A database URL with its password hidden, and dbguard's directory beside it."""
 
-    url: URL
+    #: The URL as given; ``url`` is its SQLAlchemy form. Kept out of repr: the password.
+    source: str | URL = field(repr=False)
     #: The URL as it may appear in logs, manifests and errors: never the password.
     redacted: str
     #: The SQLite file, resolved (symlinks, ``..``, ``~``, relative, ``file:`` URIs), or
@@ -44,10 +49,14 @@ class DatabaseLocation:
     #: What every spelling of this database has in common: the resolved file, or the
     #: server and database name. The lease, catalog marker and profiles key on it.
     identity: str = ""
+    #: The URL's backend name: sqlite, postgresql, mysql, mariadb.
+    backend: str = ""
 
-    @property
-    def backend(self) -> str:
-        return self.url.get_backend_name()
+    @functools.cached_property
+    def url(self) -> URL:
+        """The URL as SQLAlchemy's; parsed on first use, as SQLAlchemy takes a third of a
+        second to import and a SQLite command that never opens an engine needs none."""
+        return parse_url(self.source)
 
 
 def locate(url: str | URL, state_dir: str | Path | None = None) -> DatabaseLocation:
@@ -59,14 +68,7 @@ def locate(url: str | URL, state_dir: str | Path | None = None) -> DatabaseLocat
     (``tradesv3.sqlite.dbguard/``); for a server database it sits under the user's state
     directory, named after the server and database, unless *state_dir* is given.
     """
-    parsed = parse_url(url)
-    redacted = redact(parsed.render_as_string(hide_password=True))
-    sqlite_path: Path | None = None
-    if parsed.get_backend_name() == "sqlite":
-        sqlite_path = sqlite_file(parsed.database or "", redacted)
-        identity = str(sqlite_path)
-    else:
-        identity = server_identity(parsed)
+    redacted, backend, sqlite_path, identity = _identify(url)
     if state_dir is not None:
         directory = Path(state_dir).expanduser().absolute()
     elif sqlite_path is not None:
@@ -74,7 +76,106 @@ def locate(url: str | URL, state_dir: str | Path | None = None) -> DatabaseLocat
     else:
         family, _, rest = identity.partition("://")
         directory = _state_dir(f"{family}-{rest.replace(':', '-')}", identity)
-    return DatabaseLocation(parsed, redacted, sqlite_path, directory, identity)
+    return DatabaseLocation(url, redacted, sqlite_path, directory, identity, backend)
+
+
+def _identify(url: str | URL) -> tuple[str, str, Path | None, str]:
+    """*url* redacted, its backend, its resolved SQLite file (None for a server) and its
+    identity. A plain SQLite URL is read here; SQLAlchemy reads every other one."""
+    plain = _plain_sqlite_url(url) if isinstance(url, str) else None
+    if plain is not None:
+        rendered, database = plain
+        backend, redacted = "sqlite", redact(rendered)
+    else:
+        parsed = parse_url(url)
+        backend, redacted = parsed.get_backend_name(), redact(
+            parsed.render_as_string(hide_password=True))
+        if backend != "sqlite":
+            return redacted, backend, None, server_identity(parsed)
+        database = parsed.database
+    path = sqlite_file(database or "", redacted)
+    return redacted, backend, path, str(path)
+
+
+#: SQLAlchemy's own URL pattern (``sqlalchemy.engine.url._parse_url``, alike in 2.0 and
+#: 2.1), so that a SQLite URL splits here exactly as SQLAlchemy splits it.
+_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+#: What ``urllib.parse.quote(database, safe=" +/")`` leaves as it is.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~ +/-]*")
+
+
+def _plain_sqlite_url(url: str) -> tuple[str, str | None] | None:
+    """A SQLite URL without user, host or port, as SQLAlchemy renders it (password-free)
+    and its database part; None for any other URL, which SQLAlchemy itself parses."""
+    match = _URL.match(url)
+    if match is None or match["name"].split("+")[0] != "sqlite" or any(
+            match[part] is not None
+            for part in ("username", "password", "ipv6host", "ipv4host", "port")):
+        return None
+    database = shown = match["database"]
+    if database is not None and not _UNQUOTED.fullmatch(database):
+        # Only here do SQLAlchemy's versions differ: 2.1 reads %-escapes in the database
+        # part and quotes it back when rendering, 2.0 takes it literally.
+        decodes = _sqlalchemy_decodes_database()
+        if decodes is None:
+            return None
+        if decodes:
+            database = urllib.parse.unquote(database)
+            shown = urllib.parse.quote(database, safe=" +/")
+    rendered = f"{match['name']}://" + ("" if shown is None else f"/{shown}")
+    return rendered + _render_query(match["query"] or ""), database
+
+
+def _render_query(query: str) -> str:
+    """A query string as SQLAlchemy renders it back: blank values dropped, keys sorted."""
+    pairs = urllib.parse.parse_qsl(query)
+    if not pairs:
+        return ""
+    keys = sorted(dict.fromkeys(key for key, _ in pairs))
+    return "?" + "&".join(f"{urllib.parse.quote_plus(key)}={urllib.parse.quote_plus(value)}"
+                          for key in keys for other, value in pairs if other == key)
+
+
+@functools.cache
+def _sqlalchemy_decodes_database() -> bool | None:
+    """Whether the installed SQLAlchemy %-decodes a URL's database part and %-quotes it
+    when rendering (2.1 does, 2.0 takes it literally); None when its version is unknown.
+
+    Read from the package's source, not by importing it: the import is what this saves.
+    """
+    module = sys.modules.get("sqlalchemy")
+    version = getattr(module, "__version__", None)
+    if version is None:
+        spec = importlib.util.find_spec("sqlalchemy")
+        try:
+            source = Path(spec.origin).read_text(encoding="utf-8") \
+                if spec is not None and spec.origin else ""
+        except OSError:
+            source = ""
+        found = re.search(r"^__version__\s*=\s*[\"']([^\"']+)", source, re.M)
+        version = found[1] if found else None
+    numbers = re.match(r"(\d+)\.(\d+)", version or "")
+    if numbers is None:
+        return None
+    return (int(numbers[1]), int(numbers[2])) >= (2, 1)
 
 
 def _state_dir(name: str, key: str) -> Path:
@@ -86,11 +187,13 @@ def adopt_legacy_state_dir(location: DatabaseLocation) -> None:
     """Before 0.2 a server database's directory was named after its URL's spelling: the
     first use under its identity's name takes that directory (catalog, journal, audit)
     along, so no backup is left behind."""
+    if location.sqlite_path is not None:
+        return
     directory = location.state_dir
     url = location.url
     legacy = _state_dir(f"{url.get_backend_name()}-{url.host}-{url.database}",
                         location.redacted)
-    if location.sqlite_path is None and directory != legacy and not directory.exists() \
+    if directory != legacy and not directory.exists() \
             and legacy.is_dir() and not legacy.is_symlink():
         with contextlib.suppress(OSError):  # another process took it first
             os.rename(legacy, directory)
@@ -98,6 +201,10 @@ def adopt_legacy_state_dir(location: DatabaseLocation) -> None:
 
 def parse_url(url: str | URL) -> URL:
     """*url* as a SQLAlchemy URL; ConfigError (without the password) when it is not one."""
+    # Deferred: SQLAlchemy costs a third of a second to import; SQLite URLs need none.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url) if isinstance(url, str) else url
     except (ArgumentError, ValueError) as exc:
