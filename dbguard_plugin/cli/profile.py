@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from dbguard_plugin.cli import (
-    _options,
+from dbguard_plugin.cli.options import (
     common,
     config_path,
     confirm,
+    db_url,
     emit,
     handle_errors,
+    progress_shown,
 )
 from dbguard_plugin.errors import ConfigError, DbGuardError
 from dbguard_plugin.location import locate, redact
-from dbguard_plugin.settings.profile_file import ProfileStore
+from dbguard_plugin.operations.profile_store import ProfileStore
+from dbguard_plugin.progress import LazyBar
 from dbguard_plugin.settings.profiles import KINDS, STRICTNESS, Profile
 
 
 def _store() -> ProfileStore:
     return ProfileStore.locate(config_path())
-
-
-def _base_db() -> str | None:
-    return _options().db or os.environ.get("DBGUARD_DB")
 
 
 def _settings(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -107,7 +104,7 @@ def show(name: str | None) -> None:
     data: dict[str, Any] = {**found.as_dict(), "active": chosen == active,
                             "file": str(store.path)}
     try:
-        config = store.config(chosen, None if found.db_url else _base_db())
+        config = store.config(chosen, None if found.db_url else db_url())
     except DbGuardError as exc:
         config, data["problem"] = None, redact(str(exc))
     if config is not None:
@@ -220,15 +217,13 @@ def switch(name: str, force: bool, yes: bool) -> None:
     Asks first (--yes for scripts). Exit 3 with every reason when vetoed (orders in
     flight, an active session where the current profile's strictness forbids it).
     """
-    from dbguard_plugin.progress import LazyBar
-
     store = _store()
     store.get(name)  # a bad or unknown name is refused before anyone is asked
     active = store.active_name()
     if active != name:  # switching to the active profile changes nothing: nothing to ask
         confirm(f"Switch the active profile from {active or '(none)'} to {name}?", yes)
-    with LazyBar("backing up", enabled=not _options().json) as bar:
-        outcome = store.switch(name, db_url=_base_db(), force=force, progress=bar)
+    with LazyBar("backing up", enabled=progress_shown()) as bar:
+        outcome = store.switch(name, db_url=db_url(), force=force, progress=bar)
     lines = [f"switched {outcome.previous or '(none)'} -> {outcome.active}; database "
              f"{outcome.database}" if outcome.changed else f"profile {name} is already active"]
     if outcome.backup_id:
