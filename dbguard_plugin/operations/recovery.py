@@ -26,9 +26,12 @@ from dbguard_plugin import signals
 from dbguard_plugin.catalog import journal
 from dbguard_plugin.core import audit
 from dbguard_plugin.engines.sqlite import evidence
-from dbguard_plugin.engines.sqlite.backup import opened_copy
 from dbguard_plugin.errors import DbGuardError
 from dbguard_plugin.events import Operation
+from dbguard_plugin.operations import move
+from dbguard_plugin.operations.replacement import finish, live_path, replaced
+from dbguard_plugin.operations.server_restore import recover_server
+from dbguard_plugin.operations.sqlite_write import post_check, put_back
 from dbguard_plugin.status import HOSTNAME, pid_alive
 
 if TYPE_CHECKING:
@@ -133,8 +136,6 @@ def keep(guard: Guard, who: str) -> Undecided:
             audit.record_decision(guard.audit_path, who, db, "kept the database as it was",
                                   decided)
         if intent.operation == "move":
-            from dbguard_plugin.operations import move
-
             move.forget(intent)
         journal.clear(guard.location.state_dir)
     finally:
@@ -175,8 +176,6 @@ def _leftovers(guard: Guard) -> list[str]:
 
 
 def _recover(guard: Guard, reexamine: bool) -> list[str]:
-    from dbguard_plugin.operations import move
-
     intent = journal.read(guard.location.state_dir)
     if intent is None or (intent.undecided and not reexamine):
         return []
@@ -194,18 +193,14 @@ def _recover(guard: Guard, reexamine: bool) -> list[str]:
 
 def _recover_server(guard: Guard, intent: journal.Intent) -> list[str]:
     """A server database's journal: its own engine decides (servers.restore)."""
-    from dbguard_plugin.operations.server_restore import recover_server
-
     said = recover_server(guard, intent)
     return [said] if said else []
 
 
 def _decide(guard: Guard, intent: journal.Intent) -> list[str]:
     """A restore or rollback: finish it, undo it, or leave it undecided (see module)."""
-    from dbguard_plugin.operations import restore
-
     catalog = guard.catalog
-    now = evidence.of_database(restore.live_path(guard), guard.config.busy_timeout)
+    now = evidence.of_database(live_path(guard), guard.config.busy_timeout)
     what = f"{intent.operation} of backup {intent.backup_id}"
     unknown = evidence.Found(None, f"the journal's step {intent.step!r} is unknown")
     wrote = held = unknown
@@ -234,14 +229,11 @@ def _decide(guard: Guard, intent: journal.Intent) -> list[str]:
 
 def _finish(guard: Guard, intent: journal.Intent) -> list[str]:
     """The database holds exactly the backup: check it, then record the restore."""
-    from dbguard_plugin.operations import restore
-
     what = f"{intent.operation} of backup {intent.backup_id}"
-    live = restore.live_path(guard)
+    live = live_path(guard)
     try:
         # No row counts: they were proven equal with the content.
-        restore.post_check(live, guard.catalog.get(intent.backup_id),
-                           guard.config.restore_check)
+        post_check(live, guard.catalog.get(intent.backup_id), guard.config.restore_check)
     except DbGuardError as exc:
         held = evidence.of_backup(guard.catalog, intent.safety_id, intent.safety_sha256)
         if held.digest is None:
@@ -251,9 +243,8 @@ def _finish(guard: Guard, intent: journal.Intent) -> list[str]:
         _put_back(guard, intent)
         return [f"undid the interrupted {what}: the written database failed its check "
                 f"({exc}); safety backup {intent.safety_id} is back in place"]
-    restore.finish(guard, intent)
-    restore.replaced(guard, Operation.RESTORE, intent.backup_id, intent.safety_id,
-                     "recovery")
+    finish(guard, intent, by="recovery")
+    replaced(guard, Operation.RESTORE, intent.backup_id, intent.safety_id, "recovery")
     return [f"finished the interrupted {what}: the database holds that backup, checked"]
 
 
@@ -279,12 +270,6 @@ def _leave_undecided(guard: Guard, intent: journal.Intent, found: str) -> list[s
 
 
 def _put_back(guard: Guard, intent: journal.Intent) -> None:
-    from dbguard_plugin.operations import restore
-
-    live = restore.live_path(guard)
-    safety = guard.catalog.get(intent.safety_id)
-    with opened_copy(guard.catalog.data_path(safety), safety.compression,
-                     guard.catalog.directory) as plain:
-        counts = restore.write_into(live, plain, guard.config.busy_timeout)
-    restore.post_check(live, safety, "quick_check", counts)
+    put_back(guard.catalog, guard.catalog.get(intent.safety_id), live_path(guard),
+             guard.config.busy_timeout)
     journal.undone(guard.location.state_dir, intent)

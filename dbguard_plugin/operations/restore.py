@@ -17,82 +17,54 @@ restore settles it when it succeeds, and it is pending again when the restore is
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dbguard_plugin import signals
 from dbguard_plugin.catalog import journal
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.core import audit
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.engines.preview import Preview, compute
+from dbguard_plugin.engines import server_preview, verify_backup
+from dbguard_plugin.engines.preview import Preview
 from dbguard_plugin.engines.sqlite.backup import (
     NothingToBackUp,
     Progress,
     opened_copy,
     sqlite_uri,
 )
-from dbguard_plugin.engines.sqlite.facts import check, row_counts, schema_fingerprint
-from dbguard_plugin.engines.sqlite.verify import verify_backup
-from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError, VetoedError
+from dbguard_plugin.engines.sqlite.preview import compute
+from dbguard_plugin.errors import ConfigError, VerificationError, VetoedError
 from dbguard_plugin.events import Operation
-from dbguard_plugin.files import write_json_atomic
+from dbguard_plugin.operations.recovery import recover
+from dbguard_plugin.operations.replacement import (
+    Outcome,
+    RestoreError,
+    finish,
+    last_replacement,
+    live_path,
+    replaced,
+)
+from dbguard_plugin.operations.server_restore import restore_server
+from dbguard_plugin.operations.sqlite_write import (
+    LiveDatabaseBusy,
+    post_check,
+    put_back,
+    schema_version,
+    write_into,
+)
 from dbguard_plugin.verdict import Reason, Verdict
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from dbguard_plugin.core.guard import Guard
 
-LAST = "last-replacement.json"
-GENERATION = "generation.json"
-
-
-class RestoreError(DbGuardError):
-    """A restore failed; the message says whether the database was put back."""
-
-
-class LiveDatabaseBusy(RestoreError):
-    """Another connection kept the live database locked past busy_timeout: the copy's
-    transaction was rolled back, so nothing was written."""
-
-
-#: sqlite3_backup_step's answers while another connection holds a lock it needs
-_BUSY_OR_LOCKED = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
-#: How long a backup step waits before it asks again: sleeping, never spinning.
-_BUSY_SLEEP = 0.05
-
-
-@dataclass(frozen=True)
-class Outcome:
-    operation: str
-    backup_id: str
-    safety_id: str
-    database: str
-    duration_s: float
-    preview: dict[str, Any] | None = None
-    #: the interrupted operation recovery could not decide that this one resolved, if any
-    resolved: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def live_path(guard: Guard) -> Path:
-    path = guard.location.sqlite_path
-    if path is None:
-        raise RestoreError(
-            f"{guard.location.redacted}: restores of {guard.location.backend} databases are "
-            "not supported by this version"
-        )
-    return path
+log = logging.getLogger(__name__)
 
 
 def preview(guard: Guard, manifest: Manifest, *, rows_lost: bool = True) -> Preview:
@@ -100,9 +72,7 @@ def preview(guard: Guard, manifest: Manifest, *, rows_lost: bool = True) -> Prev
     (sha256 and quick_check): a damaged file is never opened as a database."""
     guard.refuse_unguardable(Operation.RESTORE)
     if guard.location.sqlite_path is None:  # a server database: rows per table only
-        from dbguard_plugin.engines.server.preview import server_preview
-
-        return server_preview(guard, manifest)
+        return server_preview(guard.location, guard.catalog, manifest)
     result = verify_backup(guard.catalog, manifest, "quick_check")
     if not result.ok:
         guard.catalog.record_verification(manifest, False)
@@ -138,8 +108,6 @@ def restore(
         manifest = guard.catalog.pin(backup_id)
         check_profile(guard, manifest, from_profile, from_environment, force=force, who=who)
         if guard.location.sqlite_path is None:  # a server database: the servers' own engine
-            from dbguard_plugin.operations.server_restore import restore_server
-
             return restore_server(guard, backup_id, force=force, who=who, operation=operation)
         if from_profile is None and not force and not guard.catalog.belongs_here(manifest.source):
             # A file copied in from another bot's catalog: its checksum is fine, it is
@@ -202,8 +170,6 @@ def _settle(guard: Guard) -> journal.Intent | None:
     state_dir = guard.location.state_dir
     if not journal.path_in(state_dir).exists():
         return None
-    from dbguard_plugin.operations.recovery import recover
-
     recover(guard)
     pending = journal.read(state_dir)
     if pending is not None and not pending.undecided:
@@ -294,160 +260,6 @@ def rollback(guard: Guard, *, force: bool = False, who: str | None = None,
                    operation="rollback")
 
 
-def finish(guard: Guard, intent: journal.Intent,
-           reopened: dict[str, list[str]] | None = None) -> None:
-    """The last steps of a restore that committed and checked: record it, drop the journal.
-
-    *reopened* names the orders and trades this replacement opened again (open in what
-    it wrote, not before); a rollback of it may close exactly those without --force.
-    """
-    write_json_atomic(guard.location.state_dir / LAST, {
-        "operation": intent.operation, "backup_id": intent.backup_id,
-        "safety_id": intent.safety_id, "when": time.time(),
-        "database": guard.location.redacted,
-        **({"reopened": reopened} if reopened is not None else {}),
-    })
-    bump_generation(guard, intent.operation)
-    reach("restore:recorded")
-    for decided in journal.chain(intent)[1:]:  # an operator chose this over those
-        audit.record_decision(guard.audit_path, audit.operator(), guard.location.redacted,
-                              f"{intent.operation} of backup {intent.backup_id}", decided)
-    journal.clear(guard.location.state_dir)
-    reach("restore:done")
-
-
-def replaced(guard: Guard, operation: Operation, backup_id: str, safety_id: str,
-             kind: str) -> None:
-    """Tell this process's host and every subscriber that the database changed."""
-    guard.pm.hook.dbguard_refresh(guard=guard, operation=operation)
-    signals.notify(signals.database_replaced, guard, operation=kind, backup_id=backup_id,
-                   safety_id=safety_id)
-    if kind == "rollback":
-        signals.notify(signals.rolled_back, guard, backup_id=backup_id)
-
-
-def last_replacement(guard: Guard) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(
-            (guard.location.state_dir / LAST).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    return data
-
-
-def bump_generation(guard: Guard, operation: str) -> None:
-    """Other processes (the bot) notice a replacement through this file on their next
-    tick and refresh their own state."""
-    path = guard.location.state_dir / GENERATION
-    try:
-        current = int(json.loads(path.read_text(encoding="utf-8")).get("generation", 0))
-    except (FileNotFoundError, ValueError, AttributeError):
-        current = 0
-    write_json_atomic(path, {"generation": current + 1, "operation": operation,
-                             "when": time.time()})
-
-
-def read_generation(state_dir: Path) -> int:
-    try:
-        return int(json.loads((state_dir / GENERATION).read_text(encoding="utf-8"))
-                   .get("generation", 0))
-    except (FileNotFoundError, ValueError, AttributeError):
-        return 0
-
-
-# -- the copy and the checks ------------------------------------------------------------
-
-
-def schema_version(live: Path) -> int:
-    if not live.exists():
-        return 0
-    # read-write: a hot journal left by a killed copy must be rolled back on this read
-    conn = sqlite3.connect(sqlite_uri(live, "rw"), uri=True, timeout=30)
-    try:
-        return int(conn.execute("PRAGMA schema_version").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def write_into(live: Path, plain: Path, busy_timeout: float,
-               progress: Progress | None = None,
-               step_pages: int = 1024) -> dict[str, int] | None:
-    """Write the SQLite file *plain* into the live database as ONE transaction.
-
-    The backup API keeps its write transaction on the destination open across steps and
-    commits only at the end, so a crash at any step leaves the old database (SQLite
-    rolls the hot journal back, or ignores uncommitted WAL frames). Connections the bot
-    keeps open see the new content at their next transaction.
-
-    Returns the row counts of exactly what was written, or None when another connection
-    committed in between (a bot with no order in flight may keep writing; its rows are
-    then legitimately on top of the restored ones, and counts prove nothing).
-    """
-    src = sqlite3.connect(sqlite_uri(plain, "ro"), uri=True)
-    mode = "rw" if live.exists() else "rwc"
-    dst = sqlite3.connect(sqlite_uri(live, mode), uri=True, timeout=busy_timeout,
-                          isolation_level=None)
-    waiting_since: list[float] = []
-    try:
-        def step(status: int, remaining: int, total: int) -> None:
-            if status in _BUSY_OR_LOCKED:
-                _wait_or_give_up(live, busy_timeout, waiting_since)
-                return
-            waiting_since.clear()
-            reach("restore:copying")
-            if progress is not None:
-                progress(total - remaining, total)
-
-        # data_version changes only for other connections' commits (not for this one's
-        # backup), and inside a read transaction it is that snapshot's: equal values
-        # mean the counts below are of exactly the pages the backup wrote.
-        before = dst.execute("PRAGMA data_version").fetchone()[0]
-        src.backup(dst, pages=step_pages, progress=step, sleep=_BUSY_SLEEP)
-        dst.execute("BEGIN")
-        dst.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        undisturbed = dst.execute("PRAGMA data_version").fetchone()[0] == before
-        counts = row_counts(dst) if undisturbed else None
-        dst.execute("COMMIT")
-        # Keep the WAL from holding a whole second copy; PASSIVE never waits on readers.
-        dst.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        return counts
-    finally:
-        dst.close()
-        src.close()
-
-
-def _wait_or_give_up(live: Path, busy_timeout: float, since: list[float]) -> None:
-    """A backup step met another connection's lock (a rollback-journal reader keeps the
-    copy from committing): the backup API sleeps between steps; past busy_timeout the
-    copy is abandoned, and SQLite rolls its transaction back."""
-    now = time.monotonic()
-    if not since:
-        since.append(now)
-    elif now - since[0] >= busy_timeout:
-        raise LiveDatabaseBusy(
-            f"{live} stayed locked by another connection (a reader's or writer's open "
-            f"transaction) for {busy_timeout:g} s, the busy_timeout; nothing was written. "
-            f"Try again when it ends ('fuser {live}' names the processes that have it open)"
-        )
-
-
-def post_check(live: Path, manifest: Manifest, level: str,
-               counts: dict[str, int] | None = None) -> None:
-    """The written database: *level* check, the backup's schema, and (when *counts*, the
-    row counts write_into saw right after its commit, are given) the backup's row counts."""
-    conn = sqlite3.connect(sqlite_uri(live, "ro"), uri=True, timeout=30)
-    try:
-        problems = check(conn, level if level == "integrity_check" else "quick_check")
-        if problems:
-            raise VerificationError(f"{live}: {'; '.join(problems[:5])}")
-        if manifest.schema_fingerprint and schema_fingerprint(conn) != manifest.schema_fingerprint:
-            raise VerificationError(f"{live}: schema differs from backup {manifest.id}")
-    finally:
-        conn.close()
-    if counts is not None and manifest.tables and counts != manifest.tables:
-        raise VerificationError(f"{live}: row counts differ from backup {manifest.id}")
-
-
 def _undo(guard: Guard, intent: journal.Intent, live: Path) -> bool:
     """Put the safety backup back, the same way. False when there is none."""
     if not intent.safety_id:
@@ -457,11 +269,8 @@ def _undo(guard: Guard, intent: journal.Intent, live: Path) -> bool:
     undo = journal.Intent(**{**asdict(undo), "schema_version": schema_version(live)})
     journal.write(guard.location.state_dir, undo)
     reach("restore:rolling-back")
-    safety = guard.catalog.get(intent.safety_id)
-    with opened_copy(guard.catalog.data_path(safety), safety.compression,
-                     guard.catalog.directory) as plain:
-        counts = write_into(live, plain, guard.config.busy_timeout)
-    post_check(live, safety, "quick_check", counts)
+    put_back(guard.catalog, guard.catalog.get(intent.safety_id), live,
+             guard.config.busy_timeout)
     journal.undone(guard.location.state_dir, intent)
     return True
 

@@ -5,7 +5,7 @@ the backup (sha256 and the server tool's own look at the archive), safety backup
 operation journal, the atomic replacement (one transaction on PostgreSQL, one RENAME
 TABLE on MariaDB), a post-check (row counts and schema fingerprint against the
 manifest), the safety backup put back the same way on any failure, the record
-(:func:`dbguard_plugin.operations.restore.finish`: last replacement, generation) and the host
+(:func:`dbguard_plugin.operations.replacement.finish`: last replacement, generation) and the host
 refresh.
 
 Two things make a crash at any instant recoverable:
@@ -34,18 +34,18 @@ from dbguard_plugin import signals
 from dbguard_plugin.catalog import journal
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.engines.server import dialect_for
+from dbguard_plugin.engines import verify_backup
 from dbguard_plugin.engines.server.credentials import scrub
 from dbguard_plugin.engines.server.dialect import Dialect, OutcomeUnknown, compare
+from dbguard_plugin.engines.server.dialects import dialect_for
 from dbguard_plugin.engines.server.lease import ServerLease
 from dbguard_plugin.engines.sqlite.backup import NothingToBackUp
-from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError
 from dbguard_plugin.events import Operation
+from dbguard_plugin.operations.replacement import Outcome, RestoreError, finish, replaced
 
 if TYPE_CHECKING:
     from dbguard_plugin.core.guard import Guard
-    from dbguard_plugin.operations.restore import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,6 @@ def new_marker() -> str:
 
 def restore_server(guard: Guard, backup_id: str, *, force: bool = False,
                    who: str | None = None, operation: str = "restore") -> Outcome:
-    from dbguard_plugin.operations.restore import Outcome, finish, replaced
-
     clock = time.monotonic()
     dialect = dialect_for(guard.location)
     manifest = guard.catalog.get(backup_id)
@@ -133,8 +131,6 @@ def _replace(guard: Guard, dialect: Dialect, manifest: Manifest,
              intent: journal.Intent) -> None:
     """The replacement: returns once it committed; RestoreError when it did not, or when
     that is not known (the journal then stays for recovery)."""
-    from dbguard_plugin.operations.restore import RestoreError
-
     what = f"{intent.operation} of {manifest.id}"
     try:
         dialect.restore_archive(guard.catalog.data_path(manifest), manifest,
@@ -156,8 +152,6 @@ def _replace(guard: Guard, dialect: Dialect, manifest: Manifest,
 
 def _check_or_put_back(guard: Guard, dialect: Dialect, manifest: Manifest,
                        intent: journal.Intent) -> None:
-    from dbguard_plugin.operations.restore import RestoreError
-
     try:
         _check(guard, dialect, manifest)
     except Exception as exc:
@@ -243,8 +237,6 @@ def recover_server(guard: Guard, intent: journal.Intent) -> str:
 
 
 def _finish(guard: Guard, dialect: Dialect, intent: journal.Intent, what: str) -> str:
-    from dbguard_plugin.operations.restore import finish, replaced
-
     said = (f"finished the {what}: it committed (the server holds its commit marker), so "
             "the database holds that backup; recorded it")
     try:
@@ -254,7 +246,7 @@ def _finish(guard: Guard, dialect: Dialect, intent: journal.Intent, what: str) -
     if fingerprint and dialect.live_facts().schema_fingerprint != fingerprint:
         said += (f", but its schema now differs from the backup's: check it, and "
                  f"'dbguard rollback' puts safety backup {intent.safety_id} back")
-    finish(guard, intent)
+    finish(guard, intent, by="recovery")
     dialect.forget(intent.marker)
     replaced(guard, Operation.RESTORE, intent.backup_id, intent.safety_id, "recovery")
     return said
@@ -264,15 +256,13 @@ def _recover_put_back(guard: Guard, dialect: Dialect, intent: journal.Intent,
                       done: bool) -> str:
     """The restore committed and failed its check; putting the safety backup back (with
     the journal's marker) was interrupted."""
-    from dbguard_plugin.operations.restore import finish, replaced
-
     what = f"interrupted {intent.operation} of backup {intent.backup_id}"
     if done:
         _close(guard, dialect, intent)
         return (f"undid the {what}: it failed its check, and safety backup "
                 f"{intent.safety_id} is back in place (the server holds the commit marker "
                 "of putting it back)")
-    finish(guard, intent)
+    finish(guard, intent, by="recovery")
     dialect.forget(intent.marker)
     replaced(guard, Operation.RESTORE, intent.backup_id, intent.safety_id, "recovery")
     return (f"the {what} committed but failed its check, and putting safety backup "
