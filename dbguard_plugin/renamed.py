@@ -16,11 +16,11 @@ from typing import Any
 
 #: Old module name (under dbguard_plugin) -> where it lives now.
 RENAMED = {
-    "guard": "core.guard", "state": "core.state", "audit": "core.audit",
+    "guard": "core.guard", "audit": "core.audit",
     "tracking": "builtin.tracking", "autobackup": "builtin.autobackup",
     "recovery": "operations.recovery", "hookspecs": "plugin.hookspecs",
     "plugins": "plugin.manager", "config": "settings.config",
-    "profiles": "settings.profiles", "profile_store": "settings.profile_file",
+    "profiles": "settings.profiles", "profile_store": "operations.profile_store",
     "manifest": "catalog.manifest", "retention": "catalog.retention",
     "journal": "catalog.journal", "backup": "engines.sqlite.backup",
     "snapshot": "engines.sqlite.snapshot", "sqlite_facts": "engines.sqlite.facts",

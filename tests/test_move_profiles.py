@@ -16,7 +16,7 @@ import pytest
 
 from dbguard_plugin.crashpoints import ENV as CRASH_ENV
 from dbguard_plugin.location import identity_of
-from dbguard_plugin.settings.profile_file import ProfileStore
+from dbguard_plugin.operations.profile_store import ProfileStore
 
 #: crash point -> does the database live at the new place after recovery?
 POINTS = {"move:copied": False, "move:renamed": False, "move:journaled": True,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from dbguard_plugin.errors import ConfigError, UnsafePathError, VetoedError
+from dbguard_plugin.operations.profile_store import ProfileStore
 from dbguard_plugin.settings.config import Config, resolve
-from dbguard_plugin.settings.profile_file import BESIDE_CONFIG, ENV, ProfileStore
+from dbguard_plugin.settings.profile_file import BESIDE_CONFIG, ENV
 from dbguard_plugin.settings.profiles import Profile, validate_name
 
 BAD_NAMES = {

@@ -12,7 +12,8 @@ import pytest
 
 from dbguard_plugin import hookimpl, signals
 from dbguard_plugin.events import Operation
-from dbguard_plugin.settings.profile_file import BESIDE_CONFIG, ProfileStore
+from dbguard_plugin.operations.profile_store import ProfileStore
+from dbguard_plugin.settings.profile_file import BESIDE_CONFIG
 
 CRASH_POINTS = ("switch:locked", "backup:copying", "backup:renamed", "switch:backed-up",
                 "switch:written", "switch:done")

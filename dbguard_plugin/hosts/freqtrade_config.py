@@ -76,7 +76,7 @@ def settings(ft_config: Mapping[str, Any]) -> Config:
 
 def _with_profile(config: Config, file: Path | None, bot_url: str) -> Config:
     """*config* with the active profile applied, as the CLI applies it for *file*."""
-    from dbguard_plugin.settings.profile_file import ProfileStore
+    from dbguard_plugin.operations.profile_store import ProfileStore
 
     store = ProfileStore.locate(file)
     active = store.active()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from dbguard_plugin import signals
 from dbguard_plugin.catalog import MARKER, Catalog, journal
+from dbguard_plugin.core import generation
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.engines.sqlite import evidence
 from dbguard_plugin.engines.sqlite.backup import BackupSettings, Progress, sqlite_uri
@@ -32,8 +33,7 @@ from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, Ve
 from dbguard_plugin.events import Operation
 from dbguard_plugin.files import fsync_dir, open_private, private_dir, replace, write_atomic
 from dbguard_plugin.location import identity_of, locate, redact
-from dbguard_plugin.operations.restore import GENERATION, LAST, bump_generation
-from dbguard_plugin.settings.profile_file import ProfileStore
+from dbguard_plugin.settings.profile_file import ProfileFile
 
 if TYPE_CHECKING:
     from dbguard_plugin.core.guard import Guard
@@ -81,15 +81,11 @@ def move(
     new = _validate_target(old, new_path)
     new_url = guard.location.url.set(database=str(new)).render_as_string(hide_password=False)
     config_file = Path(config_path).absolute() if config_path else None
-    profiles = ProfileStore.locate(config_path)
+    profiles = ProfileFile.locate(config_path)
     _check_namers_writable(config_file, profiles, guard.location.identity)
     with guard.operation(Operation.MOVE, force=force, who=who):
         reach("move:locked")
-        need = old.stat().st_size
-        free = shutil.disk_usage(new.parent).free
-        if free < room_needed(need):
-            raise MoveError(f"{new.parent}: {free / 2**20:,.0f} MiB free, the database needs "
-                            f"{need / 2**20:,.0f} MiB; nothing was changed")
+        _check_room(old, new)
         intent = journal.Intent(
             operation="move", step="copying", database=guard.location.redacted,
             new_path=str(new), tmp_path=str(new.with_name(f".tmp-dbguard-move-{new.name}")),
@@ -99,22 +95,7 @@ def move(
         journal.write(guard.location.state_dir, intent)
         reach("move:journal-written")
         guard.pm.hook.dbguard_release_connections(guard=guard, operation=Operation.MOVE)
-        tmp = Path(intent.tmp_path)
-        try:
-            _copy_verified(old, tmp, guard.config.busy_timeout, progress)
-            os.chmod(tmp, private_mode(old.stat().st_mode))
-            reach("move:copied")
-            # From here the new path may hold the copy: undoing must remove it too (it was
-            # checked not to exist before, so nothing of the operator's is there).
-            journal.write(guard.location.state_dir, intent.at("renaming"))
-            replace(tmp, new)
-            fsync_dir(new.parent)
-            reach("move:renamed")
-        except BaseException:
-            _remove_with_sidecars(tmp)
-            _remove_with_sidecars(new)
-            journal.clear(guard.location.state_dir)
-            raise
+        _copy_into_place(guard, intent, old, new, progress)
         switching = intent.at("switching")
         journal.write(guard.location.state_dir, switching)
         new_state = locate(new_url).state_dir
@@ -123,27 +104,63 @@ def move(
         reach("move:journaled")
         config_updated, backups_moved, notes = _switch(guard, switching)
         reach("move:configured")
-        deleted = False
-        if delete_old:
-            if guard.lease.probe().session_free:
-                try:
-                    _remove_with_sidecars(old)
-                    fsync_dir(old.parent)
-                    deleted = True
-                except OSError as exc:  # Windows: the old file is still open somewhere
-                    notes.append(f"kept {old}: it could not be deleted ({exc.strerror})")
-                reach("move:old-deleted")
-            else:
-                notes.append(f"kept {old}: a trading session is still active on it")
+        deleted = _delete_old(guard, old, notes) if delete_old else False
         journal.clear(new_state)
         journal.clear(guard.location.state_dir)
         reach("move:done")
-        bump_generation(guard, "move")
+        generation.bump(guard.location.state_dir, "move")
         guard.pm.hook.dbguard_refresh(guard=guard, operation=Operation.MOVE)  # lease held
     signals.notify(signals.moved, guard, old_path=old, new_path=new,
                    new_url=redact(new_url), deleted_old=deleted)
     return MoveOutcome(str(old), str(new), redact(new_url), config_updated, backups_moved,
                        deleted, round(time.monotonic() - clock, 3), tuple(notes))
+
+
+def _check_room(old: Path, new: Path) -> None:
+    need = old.stat().st_size
+    free = shutil.disk_usage(new.parent).free
+    if free < room_needed(need):
+        raise MoveError(f"{new.parent}: {free / 2**20:,.0f} MiB free, the database needs "
+                        f"{need / 2**20:,.0f} MiB; nothing was changed")
+
+
+def _copy_into_place(guard: Guard, intent: journal.Intent, old: Path, new: Path,
+                     progress: Progress | None) -> None:
+    """The verified copy, renamed to the new place; on any failure neither the copy nor
+    anything at the new place is left, and the journal is cleared."""
+    tmp = Path(intent.tmp_path)
+    try:
+        _copy_verified(old, tmp, guard.config.busy_timeout, progress)
+        os.chmod(tmp, private_mode(old.stat().st_mode))
+        reach("move:copied")
+        # From here the new path may hold the copy: undoing must remove it too (it was
+        # checked not to exist before, so nothing of the operator's is there).
+        journal.write(guard.location.state_dir, intent.at("renaming"))
+        replace(tmp, new)
+        fsync_dir(new.parent)
+        reach("move:renamed")
+    except BaseException:
+        _remove_with_sidecars(tmp)
+        _remove_with_sidecars(new)
+        journal.clear(guard.location.state_dir)
+        raise
+
+
+def _delete_old(guard: Guard, old: Path, notes: list[str]) -> bool:
+    """--delete-old: remove the old file, unless a session still uses it (*notes* says
+    why it was kept)."""
+    if not guard.lease.probe().session_free:
+        notes.append(f"kept {old}: a trading session is still active on it")
+        return False
+    deleted = False
+    try:
+        _remove_with_sidecars(old)
+        fsync_dir(old.parent)
+        deleted = True
+    except OSError as exc:  # Windows: the old file is still open somewhere
+        notes.append(f"kept {old}: it could not be deleted ({exc.strerror})")
+    reach("move:old-deleted")
+    return deleted
 
 
 def recover(guard: Guard, intent: journal.Intent) -> str:
@@ -366,14 +383,14 @@ def _repoint_profiles(intent: journal.Intent, old_identity: str) -> list[str]:
     """Point every profile that names the old database at the new one."""
     if not intent.profiles_path or not os.path.exists(intent.profiles_path):
         return []
-    store = ProfileStore(Path(intent.profiles_path))
+    store = ProfileFile(Path(intent.profiles_path))
     names = _profiles_naming(store, old_identity)
     for name in names:
         store.update(name, db_url=intent.new_url)
     return names
 
 
-def _profiles_naming(store: ProfileStore, identity: str) -> list[str]:
+def _profiles_naming(store: ProfileFile, identity: str) -> list[str]:
     return [p.name for p in store.list() if p.db_url and identity_of(p.db_url) == identity]
 
 
@@ -383,7 +400,7 @@ def _config_spellings(text: str, identity: str) -> list[str]:
     return list(dict.fromkeys(u for u in found if identity_of(u) == identity))
 
 
-def _check_namers_writable(config: Path | None, profiles: ProfileStore,
+def _check_namers_writable(config: Path | None, profiles: ProfileFile,
                            identity: str) -> None:
     """Refuse, before anything is copied, a move that could not update every file that
     names the database: afterwards the bot and dbguard would disagree on where it is."""
@@ -405,7 +422,7 @@ def _carry_state(old_state: Path, new_state: Path) -> None:
     """Bring the replacement history and the audit log along: rollback and pinning must
     keep working at the new place."""
     private_dir(new_state)
-    for name in (LAST, GENERATION, "audit.jsonl"):
+    for name in (generation.LAST, generation.GENERATION, "audit.jsonl"):
         source, target = old_state / name, new_state / name
         if source.is_file() and not target.exists():
             shutil.copy2(source, target)

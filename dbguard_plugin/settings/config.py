@@ -21,26 +21,14 @@ from typing import Any
 from dbguard_plugin.engines.preview import DEFAULT_OPEN_ORDERS, DEFAULT_OPEN_TRADES, OpenRule
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.events import Operation
+from dbguard_plugin.location import locate, redact, redact_unparsed
+from dbguard_plugin.settings.profile_file import ProfileFile
+from dbguard_plugin.settings.profiles import ENVIRONMENTS, SESSION_VETOES, Profile
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
-
-ENVIRONMENTS = ("development", "testing", "production")
-
-# Operations an active session vetoes, by environment. Production is strict; elsewhere
-# only the operations that need the host stopped (the file moves, the schema changes or
-# another database takes over) are vetoed, and the rest only warn.
-_NEEDS_HOST_STOPPED = (
-    Operation.MOVE, Operation.PROFILE_SWITCH, Operation.MIGRATE, Operation.VACUUM,
-    Operation.DELETE,
-)
-SESSION_VETOES: dict[str, tuple[Operation, ...]] = {
-    "production": tuple(Operation),
-    "testing": _NEEDS_HOST_STOPPED,
-    "development": (),
-}
 
 
 @dataclass(frozen=True)
@@ -151,20 +139,16 @@ def resolve(
     An explicit *db_url* for another database than the active profile's leaves the
     profiles out; with an explicit *profile* it is an error.
     """
-    from dbguard_plugin.settings.profile_file import ProfileStore
-
     if db_url is not None:
         check_url("--db", db_url)
     config = Config.load(path) if path is not None else Config()
-    store = ProfileStore.locate(path)
+    store = ProfileFile.locate(path)
     chosen = store.get(profile) if profile is not None else store.active()
     if chosen is None:
         return config.with_db(db_url)
     if chosen.db_url and db_url and chosen.db_url != db_url:
         if profile is None:
             return config.with_db(db_url)  # --db names another database: today's meaning
-        from dbguard_plugin.location import redact
-
         raise ConfigError(
             f"--db {redact(db_url)} is not the database of profile {chosen.name} "
             f"({redact(chosen.db_url)}); drop --db, or change the profile with "
@@ -174,11 +158,9 @@ def resolve(
 
 
 def apply_profile(
-    config: Config, profile: Any, db_url: str | None = None, base_dir: Path | None = None
+    config: Config, profile: Profile, db_url: str | None = None, base_dir: Path | None = None
 ) -> Config:
     """*config* with *profile*'s database, catalog, retention and rules laid over it."""
-    from dbguard_plugin.location import locate
-
     url = profile.db_url or db_url or config.db_url
     changes: dict[str, Any] = {
         "db_url": url, "environment": profile.environment, "profile": profile.name,
@@ -271,8 +253,6 @@ def _shown(value: Any, limit: int = 80) -> str:
 def check_url(where: str, value: str) -> str:
     """*value* if it can be a database URL; ConfigError (exit 2) saying *where* it came
     from (``--db``, a file and key) and what is allowed."""
-    from dbguard_plugin.location import redact_unparsed
-
     # a URL refused here may not parse at all; a path is long, and the whole one helps
     shown = _shown(redact_unparsed(value), limit=1024)
     if _CONTROL.search(value):

@@ -18,24 +18,44 @@ from typing import Any
 from dbguard_plugin.errors import ConfigError, UnsafePathError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.location import redact
-from dbguard_plugin.settings.config import _NEEDS_HOST_STOPPED, ENVIRONMENTS
+
+#: What needs the host stopped: the file moves, the schema changes or another database
+#: takes over.
+NEEDS_HOST_STOPPED = (
+    Operation.MOVE, Operation.PROFILE_SWITCH, Operation.MIGRATE, Operation.VACUUM,
+    Operation.DELETE,
+)
+
+
+@dataclass(frozen=True)
+class Strictness:
+    """How an active trading session is treated, and the environment that applies it.
+    Orders in flight veto under every strictness."""
+
+    name: str
+    environment: str
+    session_vetoes: tuple[Operation, ...]
+
+
+#: The one table of strictness, strictest first.
+RULES = (
+    # every risky operation waits for the session to end
+    Strictness("strict", "production", tuple(Operation)),
+    # only what needs the host stopped (switch, move, migrate, vacuum, delete) waits
+    Strictness("standard", "testing", NEEDS_HOST_STOPPED),
+    # an active session only warns
+    Strictness("relaxed", "development", ()),
+)
+ENVIRONMENTS = tuple(rule.environment for rule in reversed(RULES))
+STRICTNESS: dict[str, tuple[Operation, ...]] = {r.name: r.session_vetoes for r in RULES}
+#: What an active session vetoes in each environment.
+SESSION_VETOES: dict[str, tuple[Operation, ...]] = {
+    r.environment: r.session_vetoes for r in RULES}
+_KIND_STRICTNESS = {**{r.environment: r.name for r in RULES}, "custom": "strict"}
+_STRICTNESS_ENVIRONMENT = {r.name: r.environment for r in RULES}
 
 KINDS = (*ENVIRONMENTS, "custom")
-STANDARD = ("development", "testing", "production")
-
-#: How an active trading session is treated. Orders in flight veto in every one of them.
-STRICTNESS: dict[str, tuple[Operation, ...]] = {
-    # every risky operation waits for the session to end
-    "strict": tuple(Operation),
-    # only what needs the host stopped (switch, move, migrate, vacuum, delete) waits
-    "standard": _NEEDS_HOST_STOPPED,
-    # an active session only warns
-    "relaxed": (),
-}
-_KIND_STRICTNESS = {"production": "strict", "testing": "standard", "development": "relaxed",
-                    "custom": "strict"}
-_STRICTNESS_ENVIRONMENT = {"strict": "production", "standard": "testing",
-                           "relaxed": "development"}
+STANDARD = ENVIRONMENTS  # one standard profile per environment
 
 NAME_RULE = "letters, digits, '-' and '_', 1 to 64 characters"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

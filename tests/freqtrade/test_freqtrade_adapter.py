@@ -36,8 +36,8 @@ from dbguard_plugin import Guard  # noqa: E402
 from dbguard_plugin.catalog.manifest import Manifest  # noqa: E402
 from dbguard_plugin.hosts import freqtrade as adapter  # noqa: E402
 from dbguard_plugin.hosts.freqtrade_config import settings  # noqa: E402
+from dbguard_plugin.operations.profile_store import ProfileStore  # noqa: E402
 from dbguard_plugin.settings.config import Config  # noqa: E402
-from dbguard_plugin.settings.profile_file import ProfileStore  # noqa: E402
 from dbguard_plugin.settings.profiles import Profile  # noqa: E402
 from dbguard_plugin.status import status_path  # noqa: E402
 

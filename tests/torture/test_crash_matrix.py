@@ -33,9 +33,10 @@ import dbguard_plugin
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.location import locate
+from dbguard_plugin.operations.profile_store import ProfileStore
 from dbguard_plugin.operations.restore import restore
 from dbguard_plugin.settings.config import Config
-from dbguard_plugin.settings.profile_file import BESIDE_CONFIG, ProfileStore
+from dbguard_plugin.settings.profile_file import BESIDE_CONFIG
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
 PACKAGE = Path(dbguard_plugin.__file__).parent
