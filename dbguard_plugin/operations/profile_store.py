@@ -24,7 +24,7 @@ from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.core import generation
 from dbguard_plugin.core.guard import Guard
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.engines import verify_backup
+from dbguard_plugin.engines import verify_or_refuse
 from dbguard_plugin.engines.sqlite.backup import NothingToBackUp, Progress, file_digest
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.events import Operation
@@ -327,10 +327,7 @@ def copy_backup(source: Catalog, target: Catalog, manifest: Manifest) -> Manifes
     """Copy a backup between catalogs: checked, fsynced, renamed, its manifest last."""
     if os.path.realpath(source.directory) == os.path.realpath(target.directory):
         return manifest
-    result = verify_backup(source, manifest, "quick_check")
-    if not result.ok:
-        raise VerificationError(f"backup {manifest.id} failed verification; nothing was "
-                                "copied: " + "; ".join(result.problems))
+    verify_or_refuse(source, manifest, "quick_check", record=False, nothing_was="copied")
     with target.locked():
         existing = target.manifest_path(manifest.id)
         if existing.exists():

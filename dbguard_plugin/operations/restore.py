@@ -31,7 +31,7 @@ from dbguard_plugin.catalog import journal
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.core import audit
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.engines import server_preview, verify_backup
+from dbguard_plugin.engines import preview_restore, verify_or_refuse
 from dbguard_plugin.engines.preview import Preview
 from dbguard_plugin.engines.sqlite.backup import (
     NothingToBackUp,
@@ -71,19 +71,8 @@ def preview(guard: Guard, manifest: Manifest, *, rows_lost: bool = True) -> Prev
     """What restoring *manifest* would change, read-only. The backup is checked first
     (sha256 and quick_check): a damaged file is never opened as a database."""
     guard.refuse_unguardable(Operation.RESTORE)
-    if guard.location.sqlite_path is None:  # a server database: rows per table only
-        return server_preview(guard.location, guard.catalog, manifest)
-    result = verify_backup(guard.catalog, manifest, "quick_check")
-    if not result.ok:
-        guard.catalog.record_verification(manifest, False)
-        raise VerificationError(
-            f"backup {manifest.id} failed verification; nothing was changed: "
-            + "; ".join(result.problems)
-        )
-    with opened_copy(guard.catalog.data_path(manifest), manifest.compression,
-                     guard.catalog.directory) as plain:
-        return compute(live_path(guard), plain, guard.config.open_orders,
-                       guard.config.open_trades, rows_lost=rows_lost)
+    return preview_restore(guard.location, guard.catalog, manifest, guard.config.open_orders,
+                           guard.config.open_trades, rows_lost=rows_lost)
 
 
 def restore(
@@ -129,7 +118,7 @@ def _restore_sqlite(guard: Guard, manifest: Manifest, *, force: bool, who: str |
     with guard.operation(Operation.RESTORE, force=force, who=who):
         reach("restore:locked")
         previous = _settle(guard)
-        _verify(guard, manifest)
+        verify_or_refuse(guard.catalog, manifest, guard.config.restore_check)
         reach("restore:verified")
         stored = guard.catalog.data_path(manifest)
         with opened_copy(stored, manifest.compression, guard.catalog.directory) as plain:
@@ -178,16 +167,6 @@ def _settle(guard: Guard) -> journal.Intent | None:
             "finished or undone yet (see the messages above); nothing was changed"
         )
     return pending
-
-
-def _verify(guard: Guard, manifest: Manifest) -> None:
-    result = verify_backup(guard.catalog, manifest, guard.config.restore_check)
-    if not result.ok:
-        guard.catalog.record_verification(manifest, False)
-        raise VerificationError(
-            f"backup {manifest.id} failed verification; nothing was changed: "
-            + "; ".join(result.problems)
-        )
 
 
 def _safety_backup(guard: Guard, manifest: Manifest, live: Path) -> Manifest | None:

@@ -34,7 +34,7 @@ from dbguard_plugin import signals
 from dbguard_plugin.catalog import journal
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.engines import verify_backup
+from dbguard_plugin.engines import verify_or_refuse
 from dbguard_plugin.engines.server.credentials import scrub
 from dbguard_plugin.engines.server.dialect import Dialect, OutcomeUnknown, compare
 from dbguard_plugin.engines.server.dialects import dialect_for
@@ -70,7 +70,7 @@ def restore_server(guard: Guard, backup_id: str, *, force: bool = False,
     with guard.operation(Operation.RESTORE, force=force, who=who):
         reach("server-restore:locked")
         _settle(guard)
-        _verify(guard, manifest)
+        verify_or_refuse(guard.catalog, manifest)
         dialect.cleanup()
         safety_id = _safety_backup(guard, manifest)
         reach("server-restore:safety-done")
@@ -110,14 +110,6 @@ def _settle(guard: Guard) -> None:
     log.warning("dbguard: %s", said)
     if journal.read(guard.location.state_dir) is not None:
         raise DbGuardError(f"{said}; nothing was changed")
-
-
-def _verify(guard: Guard, manifest: Manifest) -> None:
-    result = verify_backup(guard.catalog, manifest)
-    if not result.ok:
-        guard.catalog.record_verification(manifest, False)
-        raise VerificationError(f"backup {manifest.id} failed verification; nothing "
-                                "was changed: " + "; ".join(result.problems))
 
 
 def _safety_backup(guard: Guard, manifest: Manifest) -> str:
