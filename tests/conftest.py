@@ -5,16 +5,26 @@ written to tmp_path) that import the installed ``dbguard_plugin``. A child annou
 it reached the state the test needs by printing a line (``READY``) on stdout; the parent
 waits for that line with a bounded timeout and never sleeps to "give it time". Every
 child still running at teardown is killed with SIGKILL and reaped.
+
+Every test that runs the dbguard CLI does it through ``run_cli`` (cli_runs.py), in a
+real process or in this one. No test module imports another test module or a conftest
+(test_test_layout.py): what tests share is a fixture here, or, where a helper is used
+inside assertions and other helpers, a support module that is not a test
+(child_process.py, cli_runs.py, crash_cases.py, prune_cycles.py, sqlite_files.py,
+sqlite_urls.py, faults.py, malformed.py, rst_blocks.py).
 """
 
 from __future__ import annotations
 
-import contextlib
+import ast
+import functools
 import os
-import queue
-import signal
+import select
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -22,15 +32,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import crash_cases
+import prune_cycles
 import pytest
+from child_process import TIMEOUT, Child
+from cli_runs import Cli
 
 from dbguard_plugin import Guard
 from dbguard_plugin.plugin.manager import pm
 from dbguard_plugin.settings.config import Config
-
-#: Bound for every wait on a child or a CLI process. Generous: a slow CI machine must not
-#: fail a test, and a hung child must not hang the suite.
-TIMEOUT = 60.0
 
 #: Variables a developer's shell (or tox's passenv DBGUARD_*) could leak into a test.
 _LEAKY = ("DBGUARD_DB", "DBGUARD_CONFIG", "DBGUARD_BLOCK_PLUGINS", "DBGUARD_LOAD_PLUGINS",
@@ -92,98 +102,10 @@ def child_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
 
 
 @pytest.fixture
-def run_cli(
-    tmp_path: Path, child_env: Callable[..., dict[str, str]]
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``python -m dbguard_plugin ARGS`` in a separate process, as an operator would."""
-
-    def run(
-        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "dbguard_plugin", *args],
-            capture_output=True, text=True, timeout=TIMEOUT, check=False,
-            env=child_env() if env is None else env, cwd=cwd or tmp_path,
-            stdin=subprocess.DEVNULL,
-        )
-
-    return run
-
-
-class Child:
-    """A child Python process driven through its stdin and watched through its stdout."""
-
-    def __init__(self, proc: subprocess.Popen[str], stderr_path: Path, script: Path) -> None:
-        self.proc = proc
-        self.pid = proc.pid
-        self.script = script
-        self._stderr_path = stderr_path
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self.output: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    @property
-    def stderr(self) -> str:
-        try:
-            return self._stderr_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def expect(self, token: str = "READY", timeout: float = TIMEOUT) -> str:
-        """Wait for a stdout line starting with *token*; return that line."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.kill()
-                pytest.fail(f"child {self.pid} did not print {token!r} within {timeout} s;"
-                            f"\nstdout so far: {self.output}\nstderr:\n{self.stderr}")
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                code = self.proc.wait(timeout=TIMEOUT)
-                pytest.fail(f"child {self.pid} exited with {code} before printing {token!r};"
-                            f"\nstdout: {self.output}\nstderr:\n{self.stderr}")
-            self.output.append(line)
-            if line.startswith(token):
-                return line
-
-    def send(self, line: str = "") -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def wait(self, timeout: float = TIMEOUT) -> int:
-        """Wait for the child to exit by itself; fail (and kill it) after *timeout*."""
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"child {self.pid} did not exit within {timeout} s;\n"
-                        f"stderr:\n{self.stderr}")
-
-    def kill(self) -> int:
-        """SIGKILL the child and reap it (waitpid), so the kernel dropped its locks."""
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
-        return self.proc.wait(timeout=TIMEOUT)
-
-    def close(self) -> None:
-        self.kill()
-        self._reader.join(timeout=TIMEOUT)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+def run_cli(tmp_path: Path, child_env: Callable[..., dict[str, str]]) -> Cli:
+    """The dbguard CLI, every way a test runs it (see :class:`cli_runs.Cli`): by default
+    ``python -m dbguard_plugin ARGS`` in a separate process, as an operator would."""
+    return Cli(child_env, tmp_path)
 
 
 @pytest.fixture
@@ -193,24 +115,29 @@ def spawn(
     """Start a child from inline script text; ``ready`` names the line to wait for first.
 
     ``spawn(SCRIPT, arg1, arg2, ready="READY", env=None)`` writes the dedented script to
-    tmp_path, runs it with this interpreter, waits for the ready line (bounded) and returns
-    a :class:`Child`. Every child is SIGKILLed and reaped at teardown.
+    tmp_path (or *where*), runs it with this interpreter there (its command line passed
+    through *wrap*, e.g. faults.without_dac), waits for the ready line (bounded) and
+    returns a :class:`Child`. Every child is SIGKILLed and reaped at teardown.
     """
     children: list[Child] = []
 
     def start(
         source: str, *args: str, ready: str | None = "READY",
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, where: Path | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
     ) -> Child:
         n = len(children)
-        script = tmp_path / f"child_{n}.py"
+        directory = where or tmp_path
+        script = directory / f"child_{n}.py"
         script.write_text(textwrap.dedent(source), encoding="utf-8")
-        stderr_path = tmp_path / f"child_{n}.stderr"
+        script.chmod(0o644)  # readable by a child that runs without DAC override
+        stderr_path = directory / f"child_{n}.stderr"
+        cmd = [sys.executable, str(script), *args]
         with open(stderr_path, "w", encoding="utf-8") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(script), *args],
+                cmd if wrap is None else wrap(cmd),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                text=True, env=child_env() if env is None else env, cwd=tmp_path,
+                text=True, env=child_env() if env is None else env, cwd=directory,
             )
         child = Child(proc, stderr_path, script)
         children.append(child)
@@ -221,6 +148,158 @@ def spawn(
     yield start
     for child in children:
         child.close()
+
+
+def _make_trades_db(path: Path, rows: int) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, pair TEXT, is_open INTEGER)")
+    conn.executemany("INSERT INTO trades (pair, is_open) VALUES (?, 0)",
+                     [(f"P{i}/USDT",) for i in range(rows)])
+    conn.commit()
+    conn.close()
+
+
+@pytest.fixture
+def make_trades_db() -> Callable[[Path, int], None]:
+    """``make_trades_db(PATH, ROWS)``: a bot's SQLite database in WAL mode, table trades
+    holding *ROWS* closed trades."""
+    return _make_trades_db
+
+
+@pytest.fixture
+def crash_then_write(
+    db_path: Path, db_url: str, state_dir: Path, make_guard: Callable[..., Guard],
+    run_cli: Cli, child_env: Callable[..., dict[str, str]], spawn: Callable[..., Child],
+) -> Callable[[str, str, str], dict[str, Any]]:
+    """``crash_then_write(OPERATION, POINT, MODE)``: :func:`crash_cases.crash_then_write`
+    on this test's database."""
+    return functools.partial(
+        crash_cases.crash_then_write, db_path=db_path, db_url=db_url, state_dir=state_dir,
+        make_guard=make_guard, run_cli=run_cli, child_env=child_env, spawn=spawn)
+
+
+@pytest.fixture
+def move_crash_then_write(
+    tmp_path: Path, db_path: Path, db_url: str, make_guard: Callable[..., Guard],
+    run_cli: Cli, child_env: Callable[..., dict[str, str]], spawn: Callable[..., Child],
+) -> Callable[[str], None]:
+    """``move_crash_then_write(POINT)``: :func:`crash_cases.move_crash_then_write` on this
+    test's database."""
+    return functools.partial(
+        crash_cases.move_crash_then_write, tmp_path=tmp_path, db_path=db_path,
+        db_url=db_url, make_guard=make_guard, run_cli=run_cli, child_env=child_env,
+        spawn=spawn)
+
+
+@pytest.fixture
+def prune_beside_cycles(
+    tmp_path: Path, db_path: Path, db_url: str, state_dir: Path,
+    make_guard: Callable[..., Guard], spawn: Callable[..., Child],
+) -> Callable[[int], None]:
+    """``prune_beside_cycles(CYCLES)``: :func:`prune_cycles.prune_beside_cycles` on this
+    test's database."""
+    return functools.partial(prune_cycles.prune_beside_cycles, tmp_path=tmp_path,
+                             db_path=db_path, db_url=db_url, state_dir=state_dir,
+                             make_guard=make_guard, spawn=spawn)
+
+
+@pytest.fixture
+def scenarios_of() -> Callable[[str], dict[str, str]]:
+    """``scenarios_of("test_x.py")``: that test module's ``SCENARIOS`` (signal name -> the
+    test that shows it), read from its source, since no test module imports another."""
+
+    def read(module: str) -> dict[str, str]:
+        tree = ast.parse((Path(__file__).parent / module).read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                    isinstance(target, ast.Name) and target.id == "SCENARIOS"
+                    for target in node.targets):
+                assert isinstance(node.value, ast.Dict), f"{module}: SCENARIOS is not a dict"
+                return {ast.literal_eval(key): ast.unparse(value) for key, value
+                        in zip(node.value.keys, node.value.values, strict=True)
+                        if key is not None}
+        raise AssertionError(f"{module} has no SCENARIOS")
+
+    return read
+
+
+@pytest.fixture
+def backed_up_journal_db(db_path: Path, db_url: str) -> Callable[[list[str]], str]:
+    """``backed_up_journal_db(PAIRS)``: the test's database in rollback-journal (DELETE)
+    mode, table trades (id, pair) holding PAIRS; returns the id of a backup of it."""
+
+    def make(pairs: list[str]) -> str:
+        conn = sqlite3.connect(db_path)
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, pair TEXT)")
+        conn.executemany("INSERT INTO trades (pair) VALUES (?)", [(p,) for p in pairs])
+        conn.commit()
+        conn.close()
+        guard = Guard(db_url=db_url)
+        try:
+            return guard.backup().id
+        finally:
+            guard.close()
+
+    return make
+
+
+@pytest.fixture
+def received() -> Iterator[Callable[..., list[Any]]]:
+    """``received(signal, probe=None, keywords_only=False)`` connects a recording receiver
+    (strongly, taking ``**extra``) and returns its log: (sender, keyword arguments) for
+    every send, or only the keyword arguments. *probe* (a callable) runs inside the
+    receiver and its result is recorded under ``"_probe"``. Disconnected at teardown."""
+    connected: list[tuple[Any, Callable[..., None]]] = []
+
+    def connect(signal: Any, probe: Callable[[], Any] | None = None,
+                keywords_only: bool = False) -> list[Any]:
+        log: list[Any] = []
+
+        def receiver(sender: object, **extra: Any) -> None:
+            if probe is not None:
+                extra = {**extra, "_probe": probe()}
+            log.append(extra if keywords_only else (sender, extra))
+
+        signal.connect(receiver, weak=False)
+        connected.append((signal, receiver))
+        return log
+
+    yield connect
+    for signal, receiver in connected:
+        signal.disconnect(receiver)
+
+
+def _read_terminal(fd: int) -> str:
+    chunks = []
+    while select.select([fd], [], [], 1.0)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.fixture
+def read_terminal() -> Callable[[int], str]:
+    """``read_terminal(MASTER)``: what was written to a pty's other side, read from its
+    master until that side is closed (or a second passes without output)."""
+    return _read_terminal
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A directory outside pytest's tmp_path, readable by any process: a mount point for a
+    small filesystem, or the home of a child that runs without DAC override."""
+    path = Path(tempfile.mkdtemp(prefix="dbguard-faults-"))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["umount", "-l", str(path / "small")], capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _thread_is_in(thread: threading.Thread, function: str) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +14,6 @@ import pytest
 from dbguard_plugin import signals
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.settings.config import Config
-
-
-@pytest.fixture
-def received() -> Iterator[Callable[[Any], list[dict[str, Any]]]]:
-    """``received(signal)`` records the keyword arguments of every send."""
-    connected: list[tuple[Any, Callable[..., None]]] = []
-
-    def connect(signal: Any) -> list[dict[str, Any]]:
-        log: list[dict[str, Any]] = []
-
-        def receiver(sender: object, **extra: Any) -> None:
-            log.append(extra)
-
-        signal.connect(receiver, weak=False)
-        connected.append((signal, receiver))
-        return log
-
-    yield connect
-    for signal, receiver in connected:
-        signal.disconnect(receiver)
 
 
 def make_db(path: Path) -> None:
@@ -120,8 +99,8 @@ def test_a_failing_backup_never_raises_into_the_host(
 ):
     make_db(db_path)
     _, backup_dir = blocked_dir(tmp_path)
-    failed = received(signals.backup_failed)
-    finished = received(signals.backup_finished)
+    failed = received(signals.backup_failed, keywords_only=True)
+    finished = received(signals.backup_finished, keywords_only=True)
     guard = make_guard(Config(db_url=db_url, backup_dir=str(backup_dir)))
 
     session = guard.start_session("S-fail")  # does not raise
@@ -149,8 +128,8 @@ def test_production_pauses_orders_until_a_verified_backup_newer_than_the_session
     away = tmp_path / "catalog.away"
     catalog_dir.rename(away)
     catalog_dir.write_text("in the way")
-    refused = received(signals.maintenance_refused)
-    failed = received(signals.backup_failed)
+    refused = received(signals.maintenance_refused, keywords_only=True)
+    failed = received(signals.backup_failed, keywords_only=True)
     guard = make_guard(config)
     session = guard.start_session("S-paused")
     assert [f["reason"] for f in failed] == ["session-start"]
@@ -203,7 +182,7 @@ def test_pause_follows_environment_and_require_backup_before_session(
 ):
     make_db(db_path)
     _, backup_dir = blocked_dir(tmp_path)
-    failed = received(signals.backup_failed)
+    failed = received(signals.backup_failed, keywords_only=True)
     guard = make_guard(Config(db_url=db_url, backup_dir=str(backup_dir),
                               environment=environment,
                               require_backup_before_session=required))
@@ -228,7 +207,7 @@ def test_a_database_that_does_not_exist_yet_is_skipped_not_a_failure(
 
 
 def test_a_skipped_backup_is_not_signalled_as_failed(make_guard, tmp_path, received):
-    failed = received(signals.backup_failed)
+    failed = received(signals.backup_failed, keywords_only=True)
     guard = make_guard(Config(db_url=f"sqlite:///{tmp_path / 'new-bot.sqlite'}"))
     guard.start_session("S-new")
     guard.end_session()
@@ -247,9 +226,8 @@ def test_backup_interval_is_at_least_a_minute():
 
 def _age_bookkeeping(guard: Any, seconds: float) -> None:
     """Pretend the guard's last backup (and last attempt) happened *seconds* earlier."""
-    for name in ("_last_backup", "_last_attempt"):
-        if hasattr(guard, name):
-            setattr(guard, name, getattr(guard, name) - seconds)
+    for name in ("last_backup", "last_attempt"):
+        setattr(guard.backups, name, getattr(guard.backups, name) - seconds)
 
 
 def test_tick_takes_the_interval_backup_only_between_orders(make_guard, db_path, db_url):

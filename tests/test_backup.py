@@ -21,14 +21,12 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from click.testing import CliRunner
 from sqlite_urls import sqlite_url_for
 
 from dbguard_plugin import __version__
 from dbguard_plugin.catalog import Catalog
-from dbguard_plugin.cli import cli
+from dbguard_plugin.engines import verify_backup
 from dbguard_plugin.engines.sqlite.backup import BackupSettings, create_backup
-from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.location import locate
 from dbguard_plugin.settings.config import Config
@@ -367,26 +365,6 @@ def test_compressed_backup_round_trip(method, suffix, magic, make_guard, db_path
 # Exit 4 is checked through a real process; the variants run the same CLI in this process.
 
 
-class Ran:
-    """A CliRunner result with the attribute names of subprocess.CompletedProcess."""
-
-    def __init__(self, result) -> None:
-        self.returncode = result.exit_code
-        self.stdout = result.stdout
-        self.stderr = result.stderr
-
-
-@pytest.fixture
-def invoke(child_env):
-    """The CLI in this process: each exit code is also checked through a real process."""
-    runner = CliRunner()
-
-    def run(*args: str) -> Ran:
-        return Ran(runner.invoke(cli, list(args), env=child_env(), catch_exceptions=False))
-
-    return run
-
-
 @pytest.fixture
 def backups(make_guard, db_path, db_url):
     """Two verified backups of a small WAL database: (catalog, older, newer)."""
@@ -395,7 +373,7 @@ def backups(make_guard, db_path, db_url):
     return guard.catalog, guard.backup(), guard.backup()
 
 
-def test_a_flipped_byte_fails_verify(backups, run_cli, invoke, db_url):
+def test_a_flipped_byte_fails_verify(backups, run_cli, db_url):
     catalog, intact, damaged = backups
     path = catalog.data_path(damaged)
     data = bytearray(path.read_bytes())
@@ -408,31 +386,31 @@ def test_a_flipped_byte_fails_verify(backups, run_cli, invoke, db_url):
     assert str(path) in one.stdout
     assert "does not match the manifest" in one.stdout
 
-    every = invoke("verify", "--all", "--db", db_url)
+    every = run_cli("verify", "--all", "--db", db_url, in_process=True)
     assert every.returncode == 4
     assert f"ok   {intact.id}" in every.stdout
     assert str(path) in every.stdout
     assert "1 ok, 1 bad" in every.stdout
 
-    good = invoke("verify", intact.id, "--db", db_url)
+    good = run_cli("verify", intact.id, "--db", db_url, in_process=True)
     assert good.returncode == 0, good.stdout + good.stderr
     assert good.stdout.splitlines() == [f"ok   {intact.id}", "1 ok, 0 bad"]
 
 
-def test_a_backup_that_fails_verify_no_longer_counts_as_verified(backups, invoke, db_url):
+def test_a_backup_that_fails_verify_no_longer_counts_as_verified(backups, run_cli, db_url):
     catalog, older, damaged = backups
     path = catalog.data_path(damaged)
     with open(path, "r+b") as fh:
         fh.seek(damaged.size // 2)
         fh.write(b"\xff" * 16)
-    assert invoke("verify", "--all", "--db", db_url).returncode == 4
-    listed = {row["id"]: row["verified"]
-              for row in json.loads(invoke("backups", "--json", "--db", db_url).stdout)}
+    assert run_cli("verify", "--all", "--db", db_url, in_process=True).returncode == 4
+    listed = {row["id"]: row["verified"] for row in json.loads(
+        run_cli("backups", "--json", "--db", db_url, in_process=True).stdout)}
     assert listed == {older.id: True, damaged.id: False}
     assert catalog.newest_verified().id == older.id
 
 
-def test_truncated_and_missing_backup_files_fail_verify(backups, invoke, db_url):
+def test_truncated_and_missing_backup_files_fail_verify(backups, run_cli, db_url):
     catalog, truncated, deleted = backups
     truncated_path = catalog.data_path(truncated)
     with open(truncated_path, "r+b") as fh:
@@ -440,7 +418,7 @@ def test_truncated_and_missing_backup_files_fail_verify(backups, invoke, db_url)
     deleted_path = catalog.data_path(deleted)
     deleted_path.unlink()
 
-    result = invoke("verify", "--all", "--db", db_url, "--json")
+    result = run_cli("verify", "--all", "--db", db_url, "--json", in_process=True)
     assert result.returncode == 4
     body = json.loads(result.stdout)
     assert body["ok"] is False
@@ -451,12 +429,12 @@ def test_truncated_and_missing_backup_files_fail_verify(backups, invoke, db_url)
     (gone,) = problems[deleted.id]
     assert gone == f"{deleted_path}: backup file is missing"
 
-    single = invoke("verify", deleted.id, "--db", db_url)
+    single = run_cli("verify", deleted.id, "--db", db_url, in_process=True)
     assert single.returncode == 4
     assert "backup file is missing" in single.stdout
 
 
-def test_tampered_or_unreadable_manifest_fails_verify(backups, invoke, db_url):
+def test_tampered_or_unreadable_manifest_fails_verify(backups, run_cli, db_url):
     catalog, tampered, unreadable = backups
     manifest_file = catalog.manifest_path(tampered.id)
     data = json.loads(manifest_file.read_text())
@@ -464,24 +442,24 @@ def test_tampered_or_unreadable_manifest_fails_verify(backups, invoke, db_url):
     manifest_file.write_text(json.dumps(data))
     catalog.manifest_path(unreadable.id).write_text('{"id": ')
 
-    result = invoke("verify", tampered.id, "--db", db_url)
+    result = run_cli("verify", tampered.id, "--db", db_url, in_process=True)
     assert result.returncode == 4
     assert str(catalog.data_path(tampered)) in result.stdout
     assert "does not match the manifest" in result.stdout
 
-    broken = invoke("verify", unreadable.id, "--db", db_url)
+    broken = run_cli("verify", unreadable.id, "--db", db_url, in_process=True)
     assert broken.returncode == 4
     assert "manifest is unreadable" in broken.stderr
     assert str(catalog.manifest_path(unreadable.id)) in broken.stderr
 
 
-def test_missing_manifest_means_no_such_backup(backups, invoke, db_url):
+def test_missing_manifest_means_no_such_backup(backups, run_cli, db_url):
     catalog, kept, orphaned = backups
     catalog.manifest_path(orphaned.id).unlink()
-    result = invoke("verify", orphaned.id, "--db", db_url)
+    result = run_cli("verify", orphaned.id, "--db", db_url, in_process=True)
     assert result.returncode == 4  # the documented code for "verification failed"
     assert f"no backup '{orphaned.id}'" in result.stderr
-    every = invoke("verify", "--all", "--db", db_url)
+    every = run_cli("verify", "--all", "--db", db_url, in_process=True)
     assert every.returncode == 0
     assert every.stdout.splitlines() == [f"ok   {kept.id}", "1 ok, 0 bad"]
 
@@ -501,10 +479,10 @@ def damage_keeping_the_checksum(catalog: Catalog, manifest) -> Path:
     return path
 
 
-def test_damage_that_keeps_the_checksum_is_caught_by_sqlite(backups, invoke, db_url):
+def test_damage_that_keeps_the_checksum_is_caught_by_sqlite(backups, run_cli, db_url):
     catalog, _, damaged = backups
     path = damage_keeping_the_checksum(catalog, damaged)
-    result = invoke("verify", damaged.id, "--db", db_url)
+    result = run_cli("verify", damaged.id, "--db", db_url, in_process=True)
     assert result.returncode == 4, result.stdout + result.stderr
     assert str(path) in result.stdout
     assert "integrity_check" in result.stdout or "malformed" in result.stdout

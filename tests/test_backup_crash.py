@@ -16,9 +16,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from dbguard_plugin.cli import cli
 from dbguard_plugin.settings.config import Config
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
@@ -34,16 +32,6 @@ BACKUP_POINTS = {
     "backup:renamed": "data file without manifest",
     "backup:manifested": "complete backup",
 }
-
-
-@pytest.fixture
-def invoke(child_env):
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(cli, list(args), env=child_env(), catch_exceptions=False)
-
-    return run
 
 
 def make_db(path: Path, rows: int) -> None:
@@ -71,7 +59,7 @@ def orphans(data: set[str], manifests: set[str]) -> set[str]:
 
 @pytest.mark.parametrize("point", list(BACKUP_POINTS))
 def test_backup_killed_at_any_point_leaves_only_complete_backups(
-    point, tmp_path, db_path, db_url, make_guard, run_cli, child_env, invoke
+    point, tmp_path, db_path, db_url, make_guard, run_cli, child_env
 ):
     make_db(db_path, rows=3000)
     if point == "backup:compressed":
@@ -111,7 +99,7 @@ def test_backup_killed_at_any_point_leaves_only_complete_backups(
         assert len(manifests) == 2
         assert orphans(data, manifests) == set()
 
-    listed = invoke("backups", "--json", *where)
+    listed = run_cli("backups", "--json", *where, in_process=True)
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.stdout)
     ids = [row["id"] for row in rows]
@@ -123,7 +111,7 @@ def test_backup_killed_at_any_point_leaves_only_complete_backups(
     else:
         assert ids == [first.id]
 
-    verified = invoke("verify", "--all", *where)
+    verified = run_cli("verify", "--all", *where, in_process=True)
     assert verified.exit_code == 0, verified.output
     assert verified.stdout.splitlines()[-1] == f"{len(ids)} ok, 0 bad"
 
@@ -136,7 +124,7 @@ def test_backup_killed_at_any_point_leaves_only_complete_backups(
 
 
 def test_prune_killed_between_manifest_and_data_leaves_no_orphan(
-    tmp_path, db_path, db_url, make_guard, run_cli, child_env, invoke
+    tmp_path, db_path, db_url, make_guard, run_cli, child_env
 ):
     make_db(db_path, rows=500)
     guard = make_guard(Config(db_url=db_url, keep_last=10))
@@ -154,9 +142,9 @@ def test_prune_killed_between_manifest_and_data_leaves_no_orphan(
     assert manifests == {m.id for m in made[1:]}  # the oldest lost its manifest first...
     assert orphans(data, manifests) == {made[0].file}  # ...and its data file is left over
 
-    listed = invoke("backups", "--json", *where)
+    listed = run_cli("backups", "--json", *where, in_process=True)
     assert [row["id"] for row in json.loads(listed.stdout)] == [m.id for m in made[1:]]
-    verified = invoke("verify", "--all", *where)
+    verified = run_cli("verify", "--all", *where, in_process=True)
     assert verified.exit_code == 0, verified.output
 
     pruned = run_cli("prune", *where)
@@ -167,7 +155,7 @@ def test_prune_killed_between_manifest_and_data_leaves_no_orphan(
     assert manifests == {made[2].id, made[3].id}
     assert data == {made[2].file, made[3].file}
 
-    verified = invoke("verify", "--all", *where)
+    verified = run_cli("verify", "--all", *where, in_process=True)
     assert verified.exit_code == 0, verified.output
     assert verified.stdout.splitlines() == [
         f"ok   {made[2].id}", f"ok   {made[3].id}", "2 ok, 0 bad"]

@@ -13,25 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from dbguard_plugin.catalog import Catalog, validate_id
-from dbguard_plugin.cli import cli
+from dbguard_plugin.engines import verify_backup
 from dbguard_plugin.engines.sqlite.backup import create_backup
-from dbguard_plugin.engines.sqlite.verify import verify_backup
 from dbguard_plugin.errors import ConfigError, UnsafePathError
 from dbguard_plugin.location import locate
 from dbguard_plugin.settings.config import Config
-
-
-@pytest.fixture
-def invoke(child_env):
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(cli, list(args), env=child_env(), catch_exceptions=False)
-
-    return run
 
 
 def make_db(path: Path, rows: int = 100) -> None:
@@ -67,8 +55,8 @@ BAD_IDS = {
 
 
 @pytest.mark.parametrize("backup_id", list(BAD_IDS.values()), ids=list(BAD_IDS))
-def test_ids_from_users_are_validated(backup_id, invoke, catalog_with_backup, db_url):
-    result = invoke("verify", backup_id, "--db", db_url)
+def test_ids_from_users_are_validated(backup_id, run_cli, catalog_with_backup, db_url):
+    result = run_cli("verify", backup_id, "--db", db_url, in_process=True)
     assert result.exit_code == 2, result.output
     assert "is not a backup id" in result.stderr
     assert "never a path" in result.stderr
@@ -80,8 +68,8 @@ def test_ids_from_users_are_validated(backup_id, invoke, catalog_with_backup, db
         validate_id(backup_id)
 
 
-def test_empty_id_is_a_usage_error(invoke, catalog_with_backup, db_url):
-    result = invoke("verify", "", "--db", db_url)
+def test_empty_id_is_a_usage_error(run_cli, catalog_with_backup, db_url):
+    result = run_cli("verify", "", "--db", db_url, in_process=True)
     assert result.exit_code == 2
     assert "give one backup ID or --all" in result.stderr
 
@@ -118,7 +106,7 @@ def test_ids_dbguard_makes_are_valid_and_unique(tmp_path):
 # -- symlinks ----------------------------------------------------------------------------------
 
 
-def test_a_symlinked_manifest_is_not_followed(catalog_with_backup, run_cli, invoke, db_url,
+def test_a_symlinked_manifest_is_not_followed(catalog_with_backup, run_cli, db_url,
                                               tmp_path):
     guard, real = catalog_with_backup
     directory = guard.catalog.directory
@@ -146,19 +134,19 @@ def test_a_symlinked_manifest_is_not_followed(catalog_with_backup, run_cli, invo
     assert f"{fake_id}.json" in listed.stderr
     assert "symlink" in listed.stderr
 
-    verified = invoke("verify", fake_id, "--db", db_url)
+    verified = run_cli("verify", fake_id, "--db", db_url, in_process=True)
     assert verified.exit_code == 2
     assert "is a symlink" in verified.stderr
     assert str(directory / f"{fake_id}.json") in verified.stderr
 
     # The next backup cleans the catalog: the orphan link goes, what it pointed to stays.
-    assert invoke("backup", "--db", db_url).exit_code == 0
+    assert run_cli("backup", "--db", db_url, in_process=True).exit_code == 0
     assert not os.path.lexists(orphan_link)
     assert (elsewhere / "data.sqlite").read_bytes() == target
     assert (elsewhere / "m.json").exists()
 
 
-def test_a_symlinked_data_file_is_reported_not_followed(catalog_with_backup, invoke, db_url,
+def test_a_symlinked_data_file_is_reported_not_followed(catalog_with_backup, run_cli, db_url,
                                                         tmp_path):
     """One backup whose data file was replaced by a link must not break the others."""
     guard, linked = catalog_with_backup
@@ -168,11 +156,11 @@ def test_a_symlinked_data_file_is_reported_not_followed(catalog_with_backup, inv
     shutil.move(path, moved)
     os.symlink(moved, path)
 
-    listed = invoke("backups", "--json", "--db", db_url)
+    listed = run_cli("backups", "--json", "--db", db_url, in_process=True)
     assert listed.exit_code == 0, listed.output
     assert intact.id in [row["id"] for row in json.loads(listed.stdout)]
 
-    verified = invoke("verify", "--all", "--db", db_url)
+    verified = run_cli("verify", "--all", "--db", db_url, in_process=True)
     assert verified.exit_code == 4, verified.output
     assert f"ok   {intact.id}" in verified.stdout
     assert f"BAD  {linked.id}" in verified.stdout
@@ -280,7 +268,7 @@ def test_listing_skips_corrupt_manifests(catalog_with_backup, run_cli, db_url):
 
 
 def test_listing_survives_a_manifest_naming_a_file_outside_the_catalog(
-    catalog_with_backup, invoke, db_url
+    catalog_with_backup, run_cli, db_url
 ):
     guard, good = catalog_with_backup
     evil_id = "20250101T000000000Z-manual"
@@ -288,17 +276,17 @@ def test_listing_survives_a_manifest_naming_a_file_outside_the_catalog(
     body.update(id=evil_id, file="../../../../etc/passwd", created_ts=time.time() - 60)
     guard.catalog.manifest_path(evil_id).write_text(json.dumps(body))
 
-    listed = invoke("backups", "--json", "--db", db_url)
+    listed = run_cli("backups", "--json", "--db", db_url, in_process=True)
     assert listed.exit_code == 0, listed.output
     assert good.id in [row["id"] for row in json.loads(listed.stdout)]
     assert "/etc/passwd" not in listed.stdout
 
-    verified = invoke("verify", "--all", "--db", db_url)
+    verified = run_cli("verify", "--all", "--db", db_url, in_process=True)
     assert verified.exit_code in (0, 4), verified.output  # skipped or reported, not a crash
     assert f"ok   {good.id}" in verified.stdout
 
 
-def test_prune_never_deletes_outside_the_catalog(catalog_with_backup, invoke, db_url, tmp_path):
+def test_prune_never_deletes_outside_the_catalog(catalog_with_backup, run_cli, db_url, tmp_path):
     guard, good = catalog_with_backup
     victim = tmp_path / "victim.sqlite"
     victim.write_bytes(b"precious")
@@ -310,18 +298,18 @@ def test_prune_never_deletes_outside_the_catalog(catalog_with_backup, invoke, db
     config_file.write_text(json.dumps({"dbguard": {
         "db_url": db_url, "keep_last": 1, "keep_daily": 0, "keep_weekly": 0}}))
 
-    invoke("prune", "--config", str(config_file))
+    run_cli("prune", "--config", str(config_file), in_process=True)
     assert victim.read_bytes() == b"precious"
     assert guard.catalog.data_path(good).is_file()
 
 
-def test_listing_an_empty_or_missing_catalog(invoke, db_path, db_url):
+def test_listing_an_empty_or_missing_catalog(run_cli, db_path, db_url):
     make_db(db_path)
-    result = invoke("backups", "--db", db_url)
+    result = run_cli("backups", "--db", db_url, in_process=True)
     assert result.exit_code == 0
     assert "no backups in" in result.stdout
     assert "'dbguard backup' makes one" in result.stdout
-    as_json = invoke("backups", "--json", "--db", db_url)
+    as_json = run_cli("backups", "--json", "--db", db_url, in_process=True)
     assert json.loads(as_json.stdout) == []
 
 

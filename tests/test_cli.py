@@ -9,23 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from dbguard_plugin import __version__
-from dbguard_plugin.cli import cli
 from dbguard_plugin.events import Operation
 
 SECRET_URL = "postgresql://u:s3cret@127.0.0.1/x"
-
-
-@pytest.fixture
-def invoke(child_env):
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(cli, list(args), env=child_env(), catch_exceptions=False)
-
-    return run
 
 
 # -- status -------------------------------------------------------------------------------
@@ -63,17 +51,17 @@ def test_status_human_and_json_with_a_bot_holding_the_lease(spawn, scripts, run_
     assert "dbguard_plugin.tracking" in data["plugins"]
 
 
-def test_status_of_an_idle_database(invoke, db_url):
-    result = invoke("status", "--db", db_url, "--json")
+def test_status_of_an_idle_database(run_cli, db_url):
+    result = run_cli("status", "--db", db_url, "--json", in_process=True)
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["lease"] == {"orders": "free", "session": "free", "holders": []}
     assert data["enabled"] is True
 
 
-def test_status_shows_an_operation(spawn, scripts, invoke, db_url):
+def test_status_shows_an_operation(spawn, scripts, run_cli, db_url):
     operation = spawn(scripts["operation_holder"], db_url, "vacuum")
-    result = invoke("status", "--db", db_url)
+    result = run_cli("status", "--db", db_url, in_process=True)
     assert result.exit_code == 0
     assert f"pid {operation.pid}" in result.stdout
     assert "vacuum" in result.stdout
@@ -111,8 +99,8 @@ def test_bad_operation_name_is_a_usage_error(run_cli, db_url):
     assert result.stdout == ""
 
 
-def test_bad_operation_name_as_json(invoke, db_url):
-    result = invoke("check", "reboot", "--db", db_url, "--json")
+def test_bad_operation_name_as_json(run_cli, db_url):
+    result = run_cli("check", "reboot", "--db", db_url, "--json", in_process=True)
     assert result.exit_code == 2
     body = json.loads(result.stdout)
     assert body["exit_code"] == 2
@@ -130,9 +118,8 @@ def test_no_database_is_a_usage_error_naming_both_options(run_cli, tmp_path):
     assert "--config" in status.stderr
 
 
-def test_database_from_environment_variable(child_env, db_url):
-    runner = CliRunner()
-    result = runner.invoke(cli, ["status", "--json"], env=child_env(DBGUARD_DB=db_url))
+def test_database_from_environment_variable(run_cli, child_env, db_url):
+    result = run_cli("status", "--json", env=child_env(DBGUARD_DB=db_url), in_process=True)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["database"] == db_url
 
@@ -147,7 +134,7 @@ def test_database_from_environment_variable(child_env, db_url):
         ["--json", "--config", "{config}", "check", "vacuum", "--db", "{db}"],
     ],
 )
-def test_options_before_and_after_the_command(spawn, scripts, invoke, tmp_path, db_url, layout):
+def test_options_before_and_after_the_command(spawn, scripts, run_cli, tmp_path, db_url, layout):
     # Without --db nothing names the database (exit 2); with a "testing" config and a
     # session active, vacuum is vetoed (exit 3) and restore only warns (exit 0); under
     # the default production rules both would be vetoed.
@@ -155,18 +142,18 @@ def test_options_before_and_after_the_command(spawn, scripts, invoke, tmp_path, 
     config.write_text(json.dumps({"dbguard": {"environment": "testing"}}))
     spawn(scripts["bot_with_session"], db_url)
     args = [part.format(db=db_url, config=config) for part in layout]
-    result = invoke(*args)
+    result = run_cli(*args, in_process=True)
     assert result.exit_code == 3, result.output
     assert "testing environment" in result.output
 
-    allowed = invoke(*[a.replace("vacuum", "restore") for a in args])
+    allowed = run_cli(*[a.replace("vacuum", "restore") for a in args], in_process=True)
     assert allowed.exit_code == 0, allowed.output  # restore only warns in testing
 
 
-def test_db_option_overrides_the_config(invoke, tmp_path, db_url):
+def test_db_option_overrides_the_config(run_cli, tmp_path, db_url):
     config = tmp_path / "bot.json"
     config.write_text(json.dumps({"db_url": "sqlite:////nonexistent/elsewhere.sqlite"}))
-    result = invoke("status", "--json", "--config", str(config), "--db", db_url)
+    result = run_cli("status", "--json", "--config", str(config), "--db", db_url, in_process=True)
     assert result.exit_code == 0
     assert json.loads(result.stdout)["database"] == db_url
 
@@ -183,8 +170,8 @@ def test_config_error_exits_2(run_cli, tmp_path, db_url):
     assert result.stdout == ""
 
 
-def test_missing_config_file_exits_2(invoke, tmp_path):
-    result = invoke("status", "--config", str(tmp_path / "missing.json"))
+def test_missing_config_file_exits_2(run_cli, tmp_path):
+    result = run_cli("status", "--config", str(tmp_path / "missing.json"), in_process=True)
     assert result.exit_code == 2
     assert "no such config file" in result.stderr
 
@@ -195,8 +182,8 @@ def test_unknown_option_is_a_usage_error(run_cli):
     assert "--frobnicate" in result.stderr
 
 
-def test_version(invoke):
-    result = invoke("--version")
+def test_version(run_cli):
+    result = run_cli("--version", in_process=True)
     assert result.exit_code == 0
     assert __version__ in result.stdout
 
@@ -204,7 +191,7 @@ def test_version(invoke):
 # -- secrets --------------------------------------------------------------------------------
 
 
-def test_password_is_never_printed_by_status_or_check(run_cli, invoke, tmp_path):
+def test_password_is_never_printed_by_status_or_check(run_cli, tmp_path):
     # A server database's lease lives on the server (docs/servers.rst): with no such
     # login there, status and check fail closed (exit 1), naming the server, never the
     # password.
@@ -212,13 +199,13 @@ def test_password_is_never_printed_by_status_or_check(run_cli, invoke, tmp_path)
     assert human.returncode == 1, human.stderr
     assert "postgresql://u:***@127.0.0.1/x" in human.stderr
     assert "s3cret" not in human.stdout + human.stderr
-    as_json = invoke("status", "--json", "--db", SECRET_URL)
+    as_json = run_cli("status", "--json", "--db", SECRET_URL, in_process=True)
     assert as_json.exit_code == 1
     assert "postgresql://u:***@127.0.0.1/x" in json.loads(as_json.stdout)["error"]
     assert "s3cret" not in as_json.output
     for args in (["check", "restore", "--db", SECRET_URL],
                  ["check", "restore", "--json", "--db", SECRET_URL]):
-        result = invoke(*args)
+        result = run_cli(*args, in_process=True)
         assert result.exit_code == 1, result.output
         assert "s3cret" not in result.output
     # The per-user state directory for a server database is named without the password.
@@ -236,17 +223,17 @@ def test_password_is_never_printed_by_status_or_check(run_cli, invoke, tmp_path)
         "postgresql//u:s3cret@127.0.0.1/x",  # a typo: no "://"
     ],
 )
-def test_password_is_never_printed_in_url_errors(invoke, url):
+def test_password_is_never_printed_in_url_errors(run_cli, url):
     for args in (["check", "restore", "--db", url], ["status", "--json", "--db", url]):
-        result = invoke(*args)
+        result = run_cli(*args, in_process=True)
         assert result.exit_code == 2, result.output
         assert "s3cret" not in result.output
 
 
-def test_password_is_never_printed_in_config_errors(invoke, tmp_path, db_url):
+def test_password_is_never_printed_in_config_errors(run_cli, tmp_path, db_url):
     config = tmp_path / "bot.json"
     config.write_text(json.dumps({"dbguard": {"db_url": "postgresql//u:s3cret@127.0.0.1/x"}}))
-    result = invoke("check", "restore", "--config", str(config))
+    result = run_cli("check", "restore", "--config", str(config), in_process=True)
     assert result.exit_code == 2
     assert "dbguard.db_url" in result.stderr
     assert "s3cret" not in result.output

@@ -7,10 +7,8 @@ import hashlib
 import json
 import os
 import re
-import select
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -152,7 +150,8 @@ def _wait_for_tmp_copy(catalog: Path, proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.parametrize("stderr_kind", ["pipe", "terminal"])
-def test_progress_bar_only_on_a_terminal(stderr_kind, db_path, db_url, spawn, child_env):
+def test_progress_bar_only_on_a_terminal(stderr_kind, db_path, db_url, spawn, run_cli,
+                                         read_terminal):
     """A backup that takes more than a second shows a bar on a terminal, nothing on a pipe.
 
     The copy is held back by another process's EXCLUSIVE lock until the backup has been
@@ -166,11 +165,7 @@ def test_progress_bar_only_on_a_terminal(stderr_kind, db_path, db_url, spawn, ch
         err_target: int = slave
     else:
         err_target = subprocess.PIPE
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dbguard_plugin", "backup", "--db", db_url],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_target, text=True,
-        env=child_env(),
-    )
+    proc = run_cli.start("backup", "--db", db_url, stderr=err_target)
     try:
         if stderr_kind == "terminal":
             os.close(slave)
@@ -181,7 +176,7 @@ def test_progress_bar_only_on_a_terminal(stderr_kind, db_path, db_url, spawn, ch
         holder.expect("RELEASED")
         if stderr_kind == "terminal":
             stdout, _ = proc.communicate(timeout=60)
-            err = _read_all(master)
+            err = read_terminal(master)
         else:
             stdout, err = proc.communicate(timeout=60)
     finally:
@@ -198,31 +193,15 @@ def test_progress_bar_only_on_a_terminal(stderr_kind, db_path, db_url, spawn, ch
         assert err == ""
 
 
-def _read_all(fd: int) -> str:
-    chunks = []
-    while select.select([fd], [], [], 1.0)[0]:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # EIO: the other side is closed
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-def test_json_output_has_no_progress_bar_even_on_a_terminal(db_path, db_url, child_env):
+def test_json_output_has_no_progress_bar_even_on_a_terminal(db_path, db_url, run_cli,
+                                                            read_terminal):
     make_db(db_path)
     master, slave = os.openpty()
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "dbguard_plugin", "backup", "--json", "--db", db_url],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, text=True,
-            env=child_env(), timeout=60, check=False,
-        )
+        proc = run_cli("backup", "--json", "--db", db_url, stderr=slave)
         os.close(slave)
         slave = -1
-        err = _read_all(master)
+        err = read_terminal(master)
     finally:
         if slave != -1:
             os.close(slave)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 import pytest
+from rst_blocks import code_blocks
 
 from dbguard_plugin import cli, signals
 from dbguard_plugin.plugin import hookspecs
@@ -228,19 +229,8 @@ def test_exit_code_is_in_the_table(meaning: str, code: int) -> None:
 
 
 def _python_blocks(path: Path) -> list[tuple[int, str]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    blocks = []
-    for number, line in enumerate(lines):
-        if line.strip() != ".. code-block:: python":
-            continue
-        indent = len(line) - len(line.lstrip())
-        body = []
-        for following in lines[number + 1 :]:
-            if following.strip() and len(following) - len(following.lstrip()) <= indent:
-                break
-            body.append(following)
-        blocks.append((number + 1, inspect.cleandoc("\n".join(body))))
-    return blocks
+    return [(number, inspect.cleandoc("\n".join(body)))
+            for number, body in code_blocks(path.read_text(encoding="utf-8"), "python")]
 
 
 @pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.rst")))

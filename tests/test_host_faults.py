@@ -25,21 +25,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import stat
-import subprocess
-import sys
-import tempfile
-import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Child
+from child_process import Child
+from cli_runs import Cli
 from faults import fill, small_disk, without_dac
 
 from dbguard_plugin import Guard, signals
@@ -97,43 +93,12 @@ BOT = """
 """
 
 
-@pytest.fixture
-def scratch_dir() -> Iterator[Path]:
-    """A directory outside pytest's tmp_path (a mount point; readable by any process)."""
-    path = Path(tempfile.mkdtemp(prefix="dbguard-host-faults-"))
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["umount", "-l", str(path / "small")], capture_output=True, check=False)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _start_bot(spawn: Callable[..., Child], script_dir: Path, db_url: str,
                env: dict[str, str], no_dac: bool = False) -> Child:
     """The bot as a child; *no_dac* runs it as root without DAC override (setpriv)."""
     if not no_dac:
         return spawn(BOT, db_url, env=env)
-    script = script_dir / "bot.py"
-    script.write_text(textwrap.dedent(BOT), encoding="utf-8")
-    script.chmod(0o644)
-    err = open(script_dir / "bot.stderr", "w", encoding="utf-8")  # noqa: SIM115
-    proc = subprocess.Popen(without_dac([sys.executable, str(script), db_url]),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                            text=True, env=env, cwd="/")
-    err.close()
-    child = Child(proc, script_dir / "bot.stderr", script)
-    _spawned.append(child)
-    child.expect("READY")
-    return child
-
-
-_spawned: list[Child] = []
-
-
-@pytest.fixture(autouse=True)
-def _reap() -> Iterator[None]:
-    yield
-    while _spawned:
-        _spawned.pop().close()
+    return spawn(BOT, db_url, env=env, where=script_dir, wrap=without_dac)
 
 
 def _phase(bot: Child) -> dict[str, Any]:
@@ -141,8 +106,7 @@ def _phase(bot: Child) -> dict[str, Any]:
     return json.loads(bot.expect("{"))
 
 
-def _check_restore(run_cli: Callable[..., subprocess.CompletedProcess[str]],
-                   db_url: str) -> list[str]:
+def _check_restore(run_cli: Cli, db_url: str) -> list[str]:
     """The reason codes another process's ``dbguard check restore`` gives."""
     result = run_cli("check", "restore", "--db", db_url, "--json")
     assert result.returncode in (0, 3), result.stdout + result.stderr

@@ -8,8 +8,6 @@ import json
 import sqlite3
 from pathlib import Path
 
-from dbguard_plugin import Guard
-
 #: A bot killed in the middle of a big transaction: its cache spills changed pages into
 #: the database file, so the file itself is half new until the journal is rolled back.
 KILLED_WRITER = """
@@ -32,20 +30,9 @@ def _pairs(path: Path) -> list[str]:
 
 
 def test_a_hot_journal_is_rolled_back_not_called_damaged(
-    db_path: Path, db_url: str, spawn, run_cli
+    db_path: Path, db_url: str, spawn, run_cli, backed_up_journal_db
 ) -> None:
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, pair TEXT)")
-    conn.executemany("INSERT INTO trades (pair) VALUES (?)",
-                     [(f"P{i}/USDT" + "x" * 200,) for i in range(3000)])
-    conn.commit()
-    conn.close()
-    guard = Guard(db_url=db_url)
-    try:
-        backup_id = guard.backup().id
-    finally:
-        guard.close()
+    backup_id = backed_up_journal_db([f"P{i}/USDT" + "x" * 200 for i in range(3000)])
     writer = spawn(KILLED_WRITER, str(db_path))
     writer.kill()
     journal = Path(f"{db_path}-journal")

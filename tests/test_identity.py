@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_runs import Cli
 
 from dbguard_plugin import Guard, signals
 from dbguard_plugin.location import identity_of, locate
@@ -22,16 +23,6 @@ from dbguard_plugin.operations.restore import restore
 
 SPELLINGS = ("absolute", "relative", "dotdot", "file-symlink", "dir-symlink", "file-uri",
              "hard-link")
-
-
-def _make_db(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, pair TEXT, is_open INTEGER)")
-    conn.executemany("INSERT INTO trades (pair, is_open) VALUES (?, 0)",
-                     [(f"P{i}/USDT",) for i in range(200)])
-    conn.commit()
-    conn.close()
 
 
 def content(path: Path) -> list[str]:
@@ -70,13 +61,13 @@ def spell(kind: str, db: Path) -> str:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> dict[str, object]:
+def live(tmp_path: Path, make_trades_db: Callable[[Path, int], None]) -> dict[str, object]:
     """A database with a backup and a recorded restore (so rollback has something to put
     back), and two bot configs whose profiles name the database: one active (switch),
     one not (delete --delete-data)."""
     db = tmp_path / "data" / "tradesv3.sqlite"
     db.parent.mkdir()
-    _make_db(db)
+    make_trades_db(db, 200)
     guard = Guard(db_url=f"sqlite:///{db}")
     try:
         backup_id = guard.backup("manual").id
@@ -86,7 +77,8 @@ def live(tmp_path: Path) -> dict[str, object]:
     return {"db": db, "backup_id": backup_id}
 
 
-def _profiles(run_cli: Callable[..., object], tmp_path: Path, url: str) -> dict[str, str]:
+def _profiles(run_cli: Cli, make_trades_db: Callable[[Path, int], None], tmp_path: Path,
+              url: str) -> dict[str, str]:
     """Config A: profile paper (the database) active. Config B: profile paper names the
     database, another profile is active, and nothing else uses it."""
     configs = {}
@@ -94,14 +86,14 @@ def _profiles(run_cli: Callable[..., object], tmp_path: Path, url: str) -> dict[
         folder = tmp_path / name
         folder.mkdir()
         other = folder / "other.sqlite"
-        _make_db(other)
+        make_trades_db(other, 200)
         config = folder / "config.json"
         config.write_text(json.dumps({"db_url": f"sqlite:///{other}"}), encoding="utf-8")
         for args in (("profile", "create", "paper", "--kind", "testing", "--db-url", url),
                      ("profile", "switch", "paper" if name == "switching" else "development",
                       "--yes")):
             made = run_cli(*args, "--config", str(config))
-            assert made.returncode == 0, made.stdout + made.stderr  # type: ignore[attr-defined]
+            assert made.returncode == 0, made.stdout + made.stderr
         configs[name] = str(config)
     return configs
 
@@ -109,6 +101,7 @@ def _profiles(run_cli: Callable[..., object], tmp_path: Path, url: str) -> dict[
 @pytest.mark.parametrize("kind", SPELLINGS)
 def test_every_command_through_every_spelling_is_vetoed_by_a_bot_in_flight(
     kind: str, live: dict[str, object], tmp_path: Path, spawn, scripts, run_cli,
+    make_trades_db,
 ) -> None:
     db = live["db"]
     assert isinstance(db, Path)
@@ -116,7 +109,7 @@ def test_every_command_through_every_spelling_is_vetoed_by_a_bot_in_flight(
     # The bot trades first; the other name appears while it does (an operator's ln).
     bot = spawn(scripts["bot_with_orders"], f"sqlite:///{db}")
     url = spell(kind, db)
-    configs = _profiles(run_cli, tmp_path, url) if kind != "hard-link" else {}
+    configs = _profiles(run_cli, make_trades_db, tmp_path, url) if kind != "hard-link" else {}
     db_args = ("--db", url)
     commands = {
         "restore": ("restore", str(live["backup_id"]), "--yes", *db_args),
@@ -250,12 +243,12 @@ def test_session_refused_where_the_database_is_gone_but_its_backups_are_not(
 
 
 def test_profile_delete_data_sees_the_production_database_through_a_symlink(
-    tmp_path: Path, run_cli,
+    tmp_path: Path, run_cli, make_trades_db,
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
     db = data / "tradesv3.sqlite"
-    _make_db(db)
+    make_trades_db(db, 200)
     (tmp_path / "alias").symlink_to("data", target_is_directory=True)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"db_url": f"sqlite:///{db}"}), encoding="utf-8")

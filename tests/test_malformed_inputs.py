@@ -23,18 +23,16 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from cli_runs import Cli
 from malformed import KINDS, World, cases, finish, make_world, problems
 
 from dbguard_plugin import Guard
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.cli import cli
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.settings.config import Config
 
@@ -48,15 +46,14 @@ def world(tmp_path: Path) -> World:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_generated_malformed_input_in_process(
-    kind: str, world: World, child_env: Callable[..., dict[str, str]],
+    kind: str, world: World, child_env: Callable[..., dict[str, str]], run_cli: Cli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(world.root)  # a relative path in a bad URL stays in tmp
-    runner = CliRunner()
     env = child_env()
     failures: list[str] = []
     for case in cases(kind, world, PER_KIND):
-        result = runner.invoke(cli, case.args, env=env, catch_exceptions=True)
+        result = run_cli(*case.args, env=env, in_process=True, catch_exceptions=True)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             failures.append(f"{case}: raised {result.exception!r}")
         else:
@@ -67,7 +64,7 @@ def test_generated_malformed_input_in_process(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_generated_malformed_input_in_real_processes(
-    kind: str, world: World, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+    kind: str, world: World, run_cli: Cli
 ) -> None:
     for case in cases(kind, world, 3, seed=7):
         result = run_cli(*case.args)
@@ -176,12 +173,11 @@ def test_a_production_bot_trades_with_a_damaged_manifest_in_its_catalog(
     bot.end_session()
 
 
-def test_damaged_rows_in_backups_json_carry_why(world: World,
-                                               child_env: Callable[..., dict[str, str]]) -> None:
+def test_damaged_rows_in_backups_json_carry_why(world: World, run_cli: Cli) -> None:
     name = "20240101T000000001Z-manual.json"
     (world.catalog / name).write_text(json.dumps({**world.manifest, "created_ts": None}))
-    result = CliRunner().invoke(cli, ["backups", "--json", "--db", world.db_url],
-                                env=child_env())
+    result = run_cli("backups", "--json", "--db", world.db_url, in_process=True,
+                     catch_exceptions=True)
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     bad = [r for r in rows if "damaged" in r]

@@ -7,7 +7,6 @@ freqtrade-like JSON config (top-level ``db_url`` plus a ``dbguard`` object).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -15,9 +14,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from sqlite_files import file_sha, integrity
 
-from dbguard_plugin.cli import cli
 from dbguard_plugin.settings.config import Config
 
 JOURNAL = "operation.json"
@@ -40,21 +38,6 @@ def rows(path: Path) -> list[tuple]:
         return conn.execute("SELECT * FROM t ORDER BY id").fetchall()
     finally:
         conn.close()
-
-
-def integrity(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
-def file_sha(path: Path) -> str:
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_config(path: Path, db_url: str) -> str:
@@ -247,7 +230,7 @@ def _tree(root: Path) -> dict[str, bytes | None]:
 
 @pytest.mark.parametrize("case", list(FAILED_MOVES))
 def test_a_refused_move_changes_nothing(
-    case, bot_config, tmp_path, db_path, state_dir, make_guard, child_env
+    case, bot_config, tmp_path, db_path, state_dir, make_guard, run_cli
 ):
     config_file, text = bot_config
     make_guard(Config.load(config_file)).backup()
@@ -256,9 +239,8 @@ def test_a_refused_move_changes_nothing(
     before = _tree(tmp_path)
 
     # Refused before the lease is taken: the CLI in this process is enough.
-    result = CliRunner().invoke(
-        cli, ["move", new_path, "--config", str(config_file), "--yes", "--delete-old"],
-        env=child_env(), catch_exceptions=False)
+    result = run_cli("move", new_path, "--config", str(config_file), "--yes", "--delete-old",
+                     in_process=True)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
     assert config_file.read_text() == text

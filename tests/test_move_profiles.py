@@ -4,15 +4,11 @@ where the database lives afterwards, also when the move was killed half way."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from faults import without_dac
 
 from dbguard_plugin.crashpoints import ENV as CRASH_ENV
 from dbguard_plugin.location import identity_of
@@ -23,24 +19,14 @@ POINTS = {"move:copied": False, "move:renamed": False, "move:journaled": True,
           "move:configured": True}
 
 
-def _make_db(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, pair TEXT, is_open INTEGER)")
-    conn.executemany("INSERT INTO trades (pair, is_open) VALUES (?, 0)",
-                     [(f"P{i}/USDT",) for i in range(100)])
-    conn.commit()
-    conn.close()
-
-
 @pytest.fixture
-def bot(tmp_path: Path, run_cli) -> dict[str, Path | str]:
+def bot(tmp_path: Path, run_cli, make_trades_db) -> dict[str, Path | str]:
     """A bot config naming the database, and an active production profile that names it
     too (through a directory symlink, as an operator's profile may), with one backup."""
     data = tmp_path / "data"
     data.mkdir()
     db = data / "tradesv3.sqlite"
-    _make_db(db)
+    make_trades_db(db, 100)
     (tmp_path / "alias").symlink_to("data", target_is_directory=True)
     config = tmp_path / "bot" / "config.json"
     config.parent.mkdir()
@@ -133,20 +119,13 @@ def test_a_status_on_a_profile_naming_a_missing_database_with_backups_warns(
 
 
 def test_a_move_that_could_not_repoint_a_profile_is_refused_before_copying(
-    child_env, bot: dict[str, Path | str],
+    run_cli, bot: dict[str, Path | str],
 ) -> None:
     profiles = ProfileStore.locate(bot["config"]).path
     profiles.chmod(0o400)
     config_before = Path(bot["config"]).read_text()
-    cmd = [sys.executable, "-m", "dbguard_plugin", "move", str(bot["target"]), "--yes",
-           "--config", str(bot["config"])]
-    if os.geteuid() == 0:  # root ignores file modes unless it gives up the capability
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: root would bypass the file modes")
-        cmd = ["setpriv", "--inh-caps=-all",
-               "--bounding-set=-dac_override,-dac_read_search", *cmd]
-    refused = subprocess.run(cmd, capture_output=True, text=True, env=child_env(),
-                             timeout=120, check=False, stdin=subprocess.DEVNULL)
+    refused = run_cli("move", str(bot["target"]), "--yes", "--config", str(bot["config"]),
+                      wrap=without_dac, timeout=120)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert f"{profiles} names the database but cannot be rewritten" in refused.stderr
     assert "nothing was changed" in refused.stderr

@@ -9,17 +9,12 @@ Everything here runs real processes on real SQLite files.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from test_restore import make_db, rows
+from prune_cycles import add_row, keep_one
+from sqlite_files import make_db, rows
 
-from dbguard_plugin import Guard
 from dbguard_plugin.catalog import Catalog
-from dbguard_plugin.operations.restore import restore, rollback
 from dbguard_plugin.settings.config import Config
 
 #: Pins backup argv[2] for a "restore" in its own process, prints READY, waits for a line.
@@ -58,53 +53,9 @@ PAUSED_RESTORE = """
     print("OK", flush=True)
 """
 
-#: ``dbguard prune`` in a loop until argv[2] exists; after each prune, under the catalog
-#: lock (so no prune runs meanwhile), checks that last-replacement.json names a backup
-#: whose files exist. Prints READY first and "DONE <prunes> <missing>" last.
-#: argv: config path, stop file
-PRUNE_LOOP = """
-    import json, os, sys
-    from dbguard_plugin import Guard
-
-    guard = Guard.from_config(sys.argv[1])
-    last = guard.location.state_dir / "last-replacement.json"
-    prunes = missing = 0
-    print("READY", flush=True)
-    while not os.path.exists(sys.argv[2]):
-        guard.prune()
-        prunes += 1
-        with guard.catalog.locked():
-            try:
-                safety = json.loads(last.read_text())["safety_id"]
-            except (FileNotFoundError, ValueError):
-                continue
-            manifest = guard.catalog.directory / f"{safety}.json"
-            if not manifest.exists() or not guard.catalog.data_path(
-                    guard.catalog.get(safety)).exists():
-                missing += 1
-                print("MISSING", safety, flush=True)
-    guard.close()
-    print("DONE", prunes, missing, flush=True)
-"""
-
-
-def keep_one(tmp_path: Path, db_url: str) -> Path:
-    """A bot config whose retention keeps one backup (the newest) and nothing by age."""
-    config = tmp_path / "bot.json"
-    config.write_text(json.dumps({"db_url": db_url, "dbguard": {
-        "keep_last": 1, "keep_daily": 0, "keep_weekly": 0}}))
-    return config
-
 
 def ids(catalog: Path) -> set[str]:
     return {m.id for m in Catalog(catalog).manifests()}
-
-
-def add_row(path: Path, value: str) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
-    conn.commit()
-    conn.close()
 
 
 def test_a_running_operation_s_pin_holds_and_a_killed_one_s_does_not(
@@ -162,39 +113,5 @@ def test_the_safety_backup_is_pinned_before_the_journal_names_it(
     assert list((state_dir / "backups").glob(".pin-*")) == []  # released at the end
 
 
-def prune_beside_cycles(cycles: int, tmp_path: Path, db_path: Path, db_url: str,
-                        state_dir: Path, make_guard: Callable[..., Guard],
-                        spawn: Callable[..., Any]) -> None:
-    """*cycles* restore-then-rollback cycles in this process while another process
-    prunes in a loop with keep_last = 1: every restore and rollback succeeds, and
-    last-replacement.json always names a backup whose files exist."""
-    make_db(db_path)
-    config = keep_one(tmp_path, db_url)
-    guard = make_guard(Config.load(config))
-    stop = tmp_path / "stop"
-    pruner = spawn(PRUNE_LOOP, str(config), str(stop))
-    last = state_dir / "last-replacement.json"
-    for cycle in range(cycles):
-        backup = guard.backup()
-        add_row(db_path, f"cycle {cycle}")
-        before = rows(db_path)
-        done = restore(guard, backup.id)
-        assert (state_dir / "backups" / f"{done.safety_id}.json").exists()
-        assert json.loads(last.read_text())["safety_id"] == done.safety_id
-        rolled = rollback(guard)
-        assert rows(db_path) == before, f"cycle {cycle}: the rollback lost rows"
-        named = json.loads(last.read_text())["safety_id"]
-        assert named == rolled.safety_id
-        assert (state_dir / "backups" / f"{named}.json").exists()
-    stop.touch()
-    line = pruner.expect("DONE")
-    assert pruner.wait() == 0, pruner.stderr
-    _done, prunes, missing = line.split()
-    assert int(missing) == 0, pruner.output
-    assert int(prunes) > cycles, "the pruner hardly ran beside the cycles"
-
-
-def test_prune_in_a_loop_beside_restores_and_rollbacks(
-    tmp_path, db_path, db_url, state_dir, make_guard, spawn
-):
-    prune_beside_cycles(8, tmp_path, db_path, db_url, state_dir, make_guard, spawn)
+def test_prune_in_a_loop_beside_restores_and_rollbacks(prune_beside_cycles):
+    prune_beside_cycles(8)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import pty
 import sqlite3
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,21 +20,8 @@ from dbguard_plugin.location import locate
 from dbguard_plugin.progress import DELAY_ENV, LazyBar
 
 
-def _read_all(fd: int) -> str:
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO: the other end is closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_the_bar_appears_when_the_delay_is_up_without_another_step(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, read_terminal: Callable[[int], str],
 ) -> None:
     master, slave = pty.openpty()
     terminal = os.fdopen(slave, "w", encoding="utf-8")
@@ -49,7 +36,7 @@ def test_the_bar_appears_when_the_delay_is_up_without_another_step(
                 time.sleep(0.01)
     finally:
         terminal.close()
-    shown = _read_all(master)
+    shown = read_terminal(master)
     os.close(master)
     assert "compressing" in shown
 
@@ -71,7 +58,8 @@ def test_a_compressed_backup_reports_the_compression_too(db_path: Path, db_url: 
 
 
 def test_verify_all_shows_a_bar_on_a_terminal(db_path: Path, db_url: str,
-                                              child_env, make_guard) -> None:
+                                              child_env, make_guard, run_cli,
+                                              read_terminal) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute("CREATE TABLE t (x)")
     conn.commit()
@@ -81,14 +69,11 @@ def test_verify_all_shows_a_bar_on_a_terminal(db_path: Path, db_url: str,
         guard.backup()
     master, slave = pty.openpty()
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "dbguard_plugin", "verify", "--all", "--db", db_url],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, text=True,
-            env=child_env(**{DELAY_ENV: "0"}), timeout=120, check=False,
-        )
+        done = run_cli("verify", "--all", "--db", db_url, stderr=slave,
+                       env=child_env(**{DELAY_ENV: "0"}), timeout=120)
     finally:
         os.close(slave)
-    shown = _read_all(master)
+    shown = read_terminal(master)
     os.close(master)
     assert done.returncode == 0, done.stdout + shown
     assert "3 ok, 0 bad" in done.stdout

@@ -8,13 +8,11 @@ import logging
 import signal
 
 import pytest
-from test_restore import change_live, make_db, rows
+from sqlite_files import BACKUP_ROWS, LIVE_ROWS, change_live, make_db, rows
 
 from dbguard_plugin.settings.config import Config
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
-BACKUP_ROWS = [(i, f"backup-{i}") for i in range(1, 6)]
-LIVE_ROWS = [(i, f"live-{i}") for i in range(1, 4)]
 
 
 @pytest.fixture

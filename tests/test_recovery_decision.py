@@ -10,239 +10,21 @@ that choose. Both commands are run here too, and a production bot refuses orders
 one of them has been run.
 
 The cases of every crash point run in the torture suite (tests/torture/
-test_crash_matrix.py imports :func:`crash_then_write` and :func:`move_crash_then_write`);
-this module runs a sample of them.
+test_crash_then_writes.py, with the same scenarios from crash_cases.py); this module runs
+a sample of them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import signal
-import sqlite3
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from test_restore_crash import (
-    MOVE_POINTS,
-    RESTORE_POINTS,
-    make_move_setup,
-    make_new_database,
-    make_old,
-)
+from crash_cases import JOURNAL, UNDECIDED, expected_rows, logical, written_rows
 
 from dbguard_plugin import Guard, signals
-from dbguard_plugin.operations.restore import restore
 from dbguard_plugin.settings.config import Config
-
-CRASH_ENV = "DBGUARD_CRASH_AT"
-JOURNAL = "operation.json"
-#: about 5 MiB: the copy into the live database takes two steps of the backup API
-BULK = 1200
-UNDECIDED = "recovery could not decide"
-
-#: What a bot restarted after the crash does: rows, then (mode "ddl") a migration, then
-#: VACUUM, each committed. argv: database path, mode ("ddl", "rows" or "vacuum")
-WRITER = """
-    import sqlite3, sys
-    conn = sqlite3.connect(sys.argv[1], timeout=30)
-    if sys.argv[2] in ("ddl", "rows"):
-        conn.executemany("INSERT INTO t (v) VALUES (?)",
-                         [(f"after-crash-{i}",) for i in range(1, 6)])
-        conn.commit()
-    if sys.argv[2] == "ddl":
-        conn.execute("ALTER TABLE t ADD COLUMN note TEXT")
-        conn.execute("UPDATE t SET note = 'migrated' WHERE v LIKE 'after-crash-%'")
-        conn.commit()
-    conn.execute("VACUUM")
-    conn.close()
-    print("DONE", flush=True)
-"""
-
-
-# -- helpers (the torture matrix uses them too) -----------------------------------------
-
-
-def logical(path: Path) -> str:
-    """The test's own view of what a database holds: its schema and every row."""
-    conn = sqlite3.connect(path)
-    try:
-        digest = hashlib.sha256()
-        for row in conn.execute("SELECT type, name, sql FROM sqlite_master "
-                                "WHERE name NOT LIKE 'sqlite_%' ORDER BY name"):
-            digest.update(repr(row).encode())
-        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' "
-                                     "AND name NOT LIKE 'sqlite_%' ORDER BY name").fetchall():
-            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
-                digest.update(repr(row).encode())
-        return digest.hexdigest()
-    finally:
-        conn.close()
-
-
-def written_rows(path: Path) -> list[tuple[Any, ...]]:
-    """The rows the writer committed after the crash, with the migrated column if any."""
-    conn = sqlite3.connect(path)
-    try:
-        columns = [r[1] for r in conn.execute("PRAGMA table_info(t)")]
-        shown = "v, note" if "note" in columns else "v"
-        return conn.execute(f"SELECT {shown} FROM t WHERE v LIKE 'after-crash-%' "
-                            "ORDER BY v").fetchall()
-    finally:
-        conn.close()
-
-
-def expected_rows(mode: str) -> list[tuple[Any, ...]]:
-    if mode == "vacuum":
-        return []
-    if mode == "ddl":
-        return [(f"after-crash-{i}", "migrated") for i in range(1, 6)]
-    return [(f"after-crash-{i}",) for i in range(1, 6)]
-
-
-def integrity(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
-def write_after_crash(spawn: Callable[..., Any], path: Path, mode: str) -> str:
-    writer = spawn(WRITER, str(path), mode, ready="DONE")
-    assert writer.wait() == 0, writer.stderr
-    return logical(path)
-
-
-def crash_then_write(
-    operation: str, point: str, mode: str, *, db_path: Path, db_url: str, state_dir: Path,
-    make_guard: Callable[..., Guard], run_cli: Callable[..., Any],
-    child_env: Callable[..., dict[str, str]], spawn: Callable[..., Any],
-) -> dict[str, Any]:
-    """Kill *operation* (restore or rollback) at *point*, let another process write
-    (*mode*), recover with ``dbguard status``; check that recovery changed nothing it
-    could not account for and said the truth. Returns what the caller may go on with."""
-    make_new_database(db_path, bulk_rows=BULK)
-    where = ["--db", db_url]
-    config = Config(db_url=db_url)
-    if point == "backup:compressed":  # reached only by a compressed safety backup
-        config_file = db_path.with_name("bot.json")
-        config_file.write_text(json.dumps({"db_url": db_url,
-                                           "dbguard": {"compression": "gzip"}}))
-        where, config = ["--config", str(config_file)], Config.load(config_file)
-    guard = make_guard(config)
-    backup = guard.backup()
-    new = logical(db_path)
-    make_old(db_path)
-    old = logical(db_path)
-    catalog = state_dir / "backups"
-    if operation == "rollback":
-        restore(guard, backup.id)  # live: new; its safety backup: old
-        target = json.loads((state_dir / "last-replacement.json").read_text())["safety_id"]
-        args = ["rollback", *where, "--yes"]
-        before, after = new, old
-    else:
-        target, args, before, after = backup.id, ["restore", backup.id, *where, "--yes"], \
-            old, new
-    if point == "restore:rolling-back":  # the post-check fails: its counts were edited
-        manifest = catalog / f"{target}.json"
-        data = json.loads(manifest.read_text())
-        data["tables"]["t"] += 1
-        manifest.write_text(json.dumps(data))
-    crashed = run_cli(*args, env=child_env(**{CRASH_ENV: point}))
-    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
-    journal_left = (state_dir / JOURNAL).exists()
-    assert journal_left is RESTORE_POINTS[point][2]
-    at_crash = logical(db_path)
-    assert at_crash in (before, after), f"{point}: SQLite left neither state"
-    intent = json.loads((state_dir / JOURNAL).read_text()) if journal_left else {}
-
-    written = write_after_crash(spawn, db_path, mode)
-    recovered = run_cli("status", *where)
-    assert recovered.returncode == 0, recovered.stderr
-    said = recovered.stderr
-    assert integrity(db_path) == ["ok"]
-    assert written_rows(db_path) == expected_rows(mode), f"{point}: committed rows lost"
-
-    if not journal_left:
-        assert UNDECIDED not in said
-        assert "recovered: finished" not in said
-        assert "recovered: undid" not in said
-        assert logical(db_path) == written, f"{point}: recovery changed the database"
-    elif mode == "vacuum":  # a VACUUM changes pages, not content: recovery decides
-        expected, verb = RESTORE_POINTS[point][0], RESTORE_POINTS[point][1]
-        assert f"dbguard: recovered: {verb}" in said, said
-        assert logical(db_path) == (before if expected == "old" else after)
-        assert not (state_dir / JOURNAL).exists()
-    else:
-        safety = intent["safety_id"]
-        assert logical(db_path) == written, f"{point}: recovery changed the database"
-        assert f"dbguard: {UNDECIDED} the interrupted {operation} of backup {target}" in said
-        assert (f"found: the database holds neither backup {target} (what the {operation} "
-                f"writes) nor safety backup {safety}") in said, said
-        assert "nothing was changed" in said
-        assert "dbguard recover --keep" in said
-        assert f"dbguard restore {safety} --yes" in said
-        assert "recovered:" not in said
-        kept = json.loads((state_dir / JOURNAL).read_text())
-        assert kept["undecided"]
-        assert kept["backup_id"] == target
-        assert (catalog / f"{safety}.json").exists(), "the safety backup is gone"
-    return {"intent": intent, "written": written, "before": before, "after": after,
-            "journal_left": journal_left}
-
-
-#: point -> (the place in use after recovery when the bot wrote to the place the
-#: configuration named, what recovery says)
-MOVE_AFTER_WRITES: dict[str, tuple[str, str | None]] = {
-    point: (place, said) for point, (place, said, _delete) in MOVE_POINTS.items()}
-# the switch was journaled but the configuration not yet rewritten: the bot wrote to the
-# old place, so finishing would leave its rows behind
-MOVE_AFTER_WRITES["move:journaled"] = ("old", "undid")
-
-
-def move_crash_then_write(
-    point: str, *, tmp_path: Path, db_path: Path, db_url: str,
-    make_guard: Callable[..., Guard], run_cli: Callable[..., Any],
-    child_env: Callable[..., dict[str, str]], spawn: Callable[..., Any],
-) -> None:
-    """Kill a move at *point*; the bot writes to the database its configuration names;
-    recovery must leave that database in use, unchanged."""
-    place, verb = MOVE_AFTER_WRITES[point]
-    config_file, _text, target, _new_url, _digest = make_move_setup(
-        tmp_path, db_path, db_url, make_guard)
-    new_path = target / db_path.name
-    extra = ["--delete-old"] if point == "move:old-deleted" else []
-    crashed = run_cli("move", str(target), "--config", str(config_file), "--yes", *extra,
-                      env=child_env(**{CRASH_ENV: point}))
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    named = json.loads(config_file.read_text())["db_url"]
-    in_use = db_path if named == db_url else new_path
-    written = write_after_crash(spawn, in_use, "ddl")
-
-    recovered = run_cli("status", "--config", str(config_file))
-    assert recovered.returncode == 0, recovered.stderr
-    now = json.loads(config_file.read_text())["db_url"]
-    live = db_path if now == db_url else new_path
-    assert ("old" if live == db_path else "new") == place, recovered.stderr
-    assert live == in_use, f"{point}: the database in use moved away from the bot's rows"
-    assert logical(live) == written, f"{point}: recovery changed the database in use"
-    assert written_rows(live) == expected_rows("ddl")
-    assert integrity(live) == ["ok"]
-    if verb is None:
-        assert "recovered:" not in recovered.stderr
-    else:
-        assert f"dbguard: recovered: {verb} the interrupted move to {new_path}" in \
-            recovered.stderr
-    if point == "move:journaled":  # undone, and the copy it cannot account for is kept
-        assert f"the copy at {new_path} is kept" in recovered.stderr
-        assert "no longer holds what the copy" in recovered.stderr
-        assert new_path.exists()
-    assert UNDECIDED not in recovered.stderr
-
 
 # -- the crash points, with writes after the crash ----------------------------------------
 
@@ -256,54 +38,44 @@ SAMPLE = [("restore", "backup:renamed"), ("restore", "restore:journal-written"),
 
 @pytest.mark.parametrize(("operation", "point"), SAMPLE, ids=[f"{o}-{p}" for o, p in SAMPLE])
 def test_killed_then_the_bot_migrates_then_recovery_keeps_every_row(
-    operation, point, db_path, db_url, state_dir, make_guard, run_cli, child_env, spawn
+    operation, point, crash_then_write
 ):
-    crash_then_write(operation, point, "ddl", db_path=db_path, db_url=db_url,
-                     state_dir=state_dir, make_guard=make_guard, run_cli=run_cli,
-                     child_env=child_env, spawn=spawn)
+    crash_then_write(operation, point, "ddl")
 
 
 @pytest.mark.parametrize("point", ["restore:journal-written", "restore:copying",
                                    "restore:copied", "restore:checked",
                                    "restore:recorded", "restore:rolling-back"])
 def test_a_vacuum_after_the_crash_does_not_stop_recovery_from_deciding(
-    point, db_path, db_url, state_dir, make_guard, run_cli, child_env, spawn
+    point, crash_then_write
 ):
-    crash_then_write("restore", point, "vacuum", db_path=db_path, db_url=db_url,
-                     state_dir=state_dir, make_guard=make_guard, run_cli=run_cli,
-                     child_env=child_env, spawn=spawn)
+    crash_then_write("restore", point, "vacuum")
 
 
 def test_rows_and_a_vacuum_after_a_committed_copy_are_not_called_finished(
-    db_path, db_url, state_dir, make_guard, run_cli, child_env, spawn
+    crash_then_write
 ):
     """The copy committed, then the bot wrote and vacuumed: the database holds the
     backup plus rows, so "finished: the database holds that backup" would be false."""
-    crash_then_write("restore", "restore:copied", "rows", db_path=db_path, db_url=db_url,
-                     state_dir=state_dir, make_guard=make_guard, run_cli=run_cli,
-                     child_env=child_env, spawn=spawn)
+    crash_then_write("restore", "restore:copied", "rows")
 
 
 @pytest.mark.parametrize("point", ["move:copying", "move:renamed", "move:journaled",
                                    "move:configured", "move:old-deleted"])
 def test_killed_move_then_the_bot_writes_then_recovery_keeps_every_row(
-    point, tmp_path, db_path, db_url, make_guard, run_cli, child_env, spawn
+    point, move_crash_then_write
 ):
-    move_crash_then_write(point, tmp_path=tmp_path, db_path=db_path, db_url=db_url,
-                          make_guard=make_guard, run_cli=run_cli, child_env=child_env,
-                          spawn=spawn)
+    move_crash_then_write(point)
 
 
 # -- the operator's two choices -----------------------------------------------------------
 
 
 @pytest.fixture
-def undecided(db_path, db_url, state_dir, make_guard, run_cli, child_env, spawn):
+def undecided(crash_then_write):
     """A restore killed after its copy committed, then a migration: recovery cannot
     decide. Returns what crash_then_write saw."""
-    return crash_then_write("restore", "restore:copied", "ddl", db_path=db_path,
-                            db_url=db_url, state_dir=state_dir, make_guard=make_guard,
-                            run_cli=run_cli, child_env=child_env, spawn=spawn)
+    return crash_then_write("restore", "restore:copied", "ddl")
 
 
 def test_recover_shows_the_undecided_state_with_exit_5(undecided, db_url, run_cli):

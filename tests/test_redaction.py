@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runs import Cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbguard_plugin.cli import cli
 from dbguard_plugin.location import locate, redact, redact_unparsed
 
 #: Every secret starts with this, so "found in the output" never means a coincidence.
@@ -62,13 +61,13 @@ def logged() -> Iterator[Recorder]:
         logger.removeHandler(recorder)
 
 
-def _run_all(url: str, recorder: Recorder) -> str:
+def _run_all(run_cli: Cli, url: str, recorder: Recorder) -> str:
     """Every command on *url*, human and --json, with -v: all they said."""
-    runner = CliRunner()
     said = []
     for command in COMMANDS:
         for extra in ((), ("--json",)):
-            result = runner.invoke(cli, [*command, "--db", url, "-v", *extra])
+            result = run_cli(*command, "--db", url, "-v", *extra, in_process=True,
+                             catch_exceptions=True)
             assert result.exception is None or isinstance(result.exception, SystemExit), (
                 command, result.exception)
             said.append(result.output)
@@ -88,9 +87,9 @@ def _files_under(*roots: Path) -> str:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(secret=SECRETS, param=PARAMS)
 def test_no_secret_in_any_output_of_a_server_url(secret: str, param: str,
-                                                 logged: Recorder) -> None:
+                                                 logged: Recorder, run_cli: Cli) -> None:
     for url in server_urls(secret, param):
-        said = _run_all(url, logged)
+        said = _run_all(run_cli, url, logged)
         assert MARK not in said, said[said.find(MARK) - 200:said.find(MARK) + 50]
 
 
@@ -98,7 +97,8 @@ def test_no_secret_in_any_output_of_a_server_url(secret: str, param: str,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(secret=SECRETS, param=PARAMS)
 def test_no_secret_in_the_output_or_files_of_a_sqlite_url(
-    secret: str, param: str, tmp_path_factory: pytest.TempPathFactory, logged: Recorder
+    secret: str, param: str, tmp_path_factory: pytest.TempPathFactory, logged: Recorder,
+    run_cli: Cli,
 ) -> None:
     folder = tmp_path_factory.mktemp("redact")
     db = folder / "tradesv3.sqlite"
@@ -107,7 +107,7 @@ def test_no_secret_in_the_output_or_files_of_a_sqlite_url(
     conn.commit()
     conn.close()
     url = f"sqlite:///{db}?{param}={urllib.parse.quote(secret, safe='')}"
-    said = _run_all(url, logged)
+    said = _run_all(run_cli, url, logged)
     assert "verified" in said, said  # the commands really ran on the database
     assert MARK not in said
     assert MARK not in _files_under(folder)
@@ -129,11 +129,11 @@ def test_a_malformed_url_is_named_without_its_password(secret: str) -> None:
     assert all(MARK not in text for text in said), said
 
 
-def test_a_malformed_url_through_the_cli_never_shows_its_password() -> None:
-    runner = CliRunner()
+def test_a_malformed_url_through_the_cli_never_shows_its_password(run_cli: Cli) -> None:
     for odd in ('pa ss', 'pa"ss', "pa/ss'", "p@ss word"):
         url = f"postgresql://bot:{MARK}{odd}@127.0.0.1:1/trades"
-        result = runner.invoke(cli, ["status", "--db", url, "--json"])
+        result = run_cli("status", "--db", url, "--json", in_process=True,
+                         catch_exceptions=True)
         assert MARK not in result.output, result.output
 
 

@@ -14,10 +14,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from sqlite_files import BACKUP_ROWS, LIVE_ROWS, change_live, file_sha, integrity, make_db, rows
 
 from dbguard_plugin import Operation, hookimpl
-from dbguard_plugin.cli import cli
 from dbguard_plugin.operations import restore as engine
 from dbguard_plugin.settings.config import Config
 
@@ -25,57 +24,6 @@ JOURNAL = "operation.json"
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def make_db(path: Path, rows: int = 5, bulk: int = 0) -> None:
-    """Table t with *rows* rows ("backup-<id>"), optionally *bulk* rows of 4 KB, WAL mode."""
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-    conn.executemany("INSERT INTO t VALUES (?, ?)",
-                     [(i, f"backup-{i}") for i in range(1, rows + 1)])
-    if bulk:
-        conn.execute("CREATE TABLE bulk (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
-        conn.executemany("INSERT INTO bulk (b) VALUES (randomblob(4000))", [()] * bulk)
-    conn.commit()
-    conn.close()
-
-
-def change_live(path: Path) -> None:
-    """After the backup: the live database moves on (3 rows, other values)."""
-    conn = sqlite3.connect(path)
-    conn.execute("DELETE FROM t WHERE id > 3")
-    conn.execute("UPDATE t SET v = 'live-' || id")
-    conn.commit()
-    conn.close()
-
-
-def rows(path: Path, table: str = "t") -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
-    finally:
-        conn.close()
-
-
-def file_sha(path: Path) -> str:
-    """sha256 of the database file after a checkpoint, with no connection left open."""
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def integrity(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
-BACKUP_ROWS = [(i, f"backup-{i}") for i in range(1, 6)]
-LIVE_ROWS = [(i, f"live-{i}") for i in range(1, 4)]
 
 
 @pytest.fixture
@@ -372,12 +320,11 @@ def test_a_damaged_backup_is_refused_and_nothing_changes(
 
 @pytest.mark.parametrize("backup_id", ["../../etc/passwd", "/etc/passwd", "..", "a/../b"])
 def test_a_backup_id_that_is_a_path_is_refused(
-    backup_id, restorable, child_env, db_url, db_path, state_dir
+    backup_id, restorable, run_cli, db_url, db_path, state_dir
 ):
     before = file_sha(db_path)
     # The id is refused before anything is opened: the CLI in this process is enough.
-    result = CliRunner().invoke(cli, ["restore", backup_id, "--db", db_url, "--yes"],
-                                env=child_env(), catch_exceptions=False)
+    result = run_cli("restore", backup_id, "--db", db_url, "--yes", in_process=True)
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"dbguard: {backup_id!r} is not a backup id")
     assert file_sha(db_path) == before

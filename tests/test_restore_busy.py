@@ -12,11 +12,8 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
-
-from dbguard_plugin import Guard
 
 #: A reader holding a read transaction (SHARED lock) until its stdin closes.
 READER = """
@@ -38,18 +35,10 @@ def _rows(path: Path) -> list[tuple[int, str]]:
 
 
 def test_a_reader_that_never_ends_fails_the_restore_after_busy_timeout_without_spinning(
-    tmp_path: Path, db_path: Path, db_url: str, spawn, child_env, run_cli,
+    tmp_path: Path, db_path: Path, db_url: str, spawn, run_cli, backed_up_journal_db,
 ) -> None:
+    backup_id = backed_up_journal_db(["BTC/USDT"] * 50)
     conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA journal_mode=DELETE")
-    conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, pair TEXT)")
-    conn.executemany("INSERT INTO trades (pair) VALUES (?)", [("BTC/USDT",)] * 50)
-    conn.commit()
-    guard = Guard(db_url=db_url)
-    try:
-        backup_id = guard.backup().id
-    finally:
-        guard.close()
     conn.execute("INSERT INTO trades (pair) VALUES ('ETH/USDT')")
     conn.commit()
     conn.close()
@@ -61,12 +50,8 @@ def test_a_reader_that_never_ends_fails_the_restore_after_busy_timeout_without_s
     err = tmp_path / "restore.stderr"
     started = time.monotonic()
     with open(err, "w", encoding="utf-8") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dbguard_plugin", "restore", backup_id, "--yes",
-             "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=sink, env=child_env(),
-            stdin=subprocess.DEVNULL,
-        )
+        proc = run_cli.start("restore", backup_id, "--yes", "--config", str(config),
+                             stdout=subprocess.DEVNULL, stderr=sink)
         # wait4: the child's own CPU time, to tell sleeping from spinning
         _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen

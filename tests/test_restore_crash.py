@@ -12,7 +12,6 @@ database takes several steps of the backup API). After the crash the next real c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -20,152 +19,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from crash_cases import (
+    CRASH_ENV,
+    JOURNAL,
+    MOVE_POINTS,
+    RESTORE_POINTS,
+    STEP_PAGES,
+    assert_catalog_sound,
+    leftovers,
+    make_move_setup,
+    make_new_database,
+    make_old,
+)
+from sqlite_files import content_digest, integrity, page_count
 
-from dbguard_plugin.catalog import Catalog
-from dbguard_plugin.engines.sqlite.verify import verify_backup
-from dbguard_plugin.location import locate
 from dbguard_plugin.settings.config import Config
-
-CRASH_ENV = "DBGUARD_CRASH_AT"
-JOURNAL = "operation.json"
-
-#: Rows of bulk data (4000 bytes each): about 10 MiB, 2,600 pages of 4 KiB, so the copy
-#: into the live database (1,024 pages per step) takes three steps, and its first step
-#: (4 MiB) overflows SQLite's default page cache (2 MiB): the killed copy has really
-#: written uncommitted pages (WAL frames, or pages behind a hot journal).
-BULK_ROWS = 2400
-STEP_PAGES = 1024
-
-# point -> (content after recovery, what the recovering command says, journal left by the
-# killed process)
-RESTORE_POINTS: dict[str, tuple[str, str | None, bool]] = {
-    # the safety backup of the live database, before anything is journaled
-    "backup:locked": ("old", None, False),
-    "backup:copying": ("old", "removed what an interrupted backup left", False),
-    "backup:copied": ("old", "removed what an interrupted backup left", False),
-    "backup:checked": ("old", "removed what an interrupted backup left", False),
-    "backup:hashed": ("old", "removed what an interrupted backup left", False),
-    "backup:compressed": ("old", "removed what an interrupted backup left", False),
-    "backup:renamed": ("old", "removed what an interrupted backup left", False),
-    "backup:manifested": ("old", None, False),
-    # the restore itself
-    "restore:locked": ("old", None, False),
-    "restore:verified": ("old", None, False),
-    "restore:space-checked": ("old", None, False),
-    "restore:safety-done": ("old", None, False),
-    "restore:journal-written": ("old", "undid", True),
-    "restore:copying": ("old", "undid", True),  # first of three steps: not committed
-    "restore:copied": ("new", "finished", True),
-    "restore:checked": ("new", "finished", True),
-    "restore:recorded": ("new", "finished", True),
-    "restore:done": ("new", None, False),
-    # the post-check failed (the manifest's row counts were edited) and the safety
-    # backup was being written back
-    "restore:rolling-back": ("old", "undid", True),
-}
-
-# point -> (where the database lives after recovery, what the recovering command says,
-# --delete-old)
-MOVE_POINTS: dict[str, tuple[str, str | None, bool]] = {
-    "move:locked": ("old", None, False),
-    "move:journal-written": ("old", "undid", False),
-    "move:copying": ("old", "undid", False),
-    "move:copied": ("old", "undid", False),
-    "move:renamed": ("old", "undid", False),
-    "move:journaled": ("new", "finished", False),
-    "move:configured": ("new", "finished", False),
-    "move:old-deleted": ("new", "finished", True),
-    "move:done": ("new", None, False),
-}
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-def content_digest(path: Path) -> str:
-    """sha256 over every table's rows, tables in name order, rows in rowid order."""
-    assert path.is_file(), f"{path} does not exist"
-    conn = sqlite3.connect(path)
-    try:
-        digest = hashlib.sha256()
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-            "ORDER BY name")]
-        for table in tables:
-            digest.update(f"\x00table {table}\x00".encode())
-            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
-                digest.update(repr(row).encode())
-        return digest.hexdigest()
-    finally:
-        conn.close()
-
-
-def integrity(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
-def make_new_database(path: Path, bulk_rows: int = BULK_ROWS) -> None:
-    """The content a backup will hold: 300 rows in t, a few MiB of bulk, WAL mode."""
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
-    conn.execute("CREATE TABLE bulk (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
-    conn.executemany("INSERT INTO t (id, v) VALUES (?, ?)",
-                     [(i, f"new-{i}") for i in range(1, 301)])
-    conn.executemany("INSERT INTO bulk (b) VALUES (randomblob(4000))", [()] * bulk_rows)
-    conn.commit()
-    conn.close()
-
-
-def make_old(path: Path) -> None:
-    """Turn the live database into the "old" content: fewer rows, other values."""
-    conn = sqlite3.connect(path)
-    conn.execute("DELETE FROM t WHERE id > 200")
-    conn.execute("UPDATE t SET v = 'old-' || id")
-    conn.execute("DELETE FROM bulk WHERE id % 10 = 0")
-    conn.commit()
-    conn.close()
-
-
-def page_count(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("PRAGMA page_count").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def leftovers(directory: Path) -> list[str]:
-    """dbguard's scratch files in *directory*: .tmp- names and the operation journal."""
-    if not directory.is_dir():
-        return []
-    return sorted(n for n in os.listdir(directory) if n.startswith(".tmp-") or n == JOURNAL)
-
-
-def orphan_data(catalog: Path) -> list[str]:
-    """Backup data files without their manifest."""
-    if not catalog.is_dir():
-        return []
-    names = set(os.listdir(catalog))
-    return sorted(n for n in names if not n.startswith(".") and ".sqlite" in n
-                  and f"{n.split('.sqlite')[0]}.json" not in names)
-
-
-def assert_catalog_sound(catalog: Path, database: Path) -> list[str]:
-    """No leftovers, no orphan, every backup verifies; return the ids."""
-    assert leftovers(catalog) == []
-    assert orphan_data(catalog) == []
-    cat = Catalog(catalog, locate(f"sqlite:///{database}"))
-    manifests = cat.manifests()
-    for manifest in manifests:
-        result = verify_backup(cat, manifest, "quick_check")
-        assert result.ok, result.problems
-    return [m.id for m in manifests]
-
 
 # -- restore ----------------------------------------------------------------------------
 
@@ -289,29 +157,6 @@ def test_gzip_restore_killed_leaves_no_decompressed_scratch_copy(
 
 
 # -- move -------------------------------------------------------------------------------
-
-
-def make_move_setup(tmp_path: Path, db_path: Path, db_url: str, make_guard) -> tuple[
-    Path, str, Path, str, str
-]:
-    """A bot config naming the database (like freqtrade's), a database with a backup, and
-    an empty directory to move to. Returns (config, its text, target dir, new url, digest)."""
-    make_new_database(db_path)
-    make_old(db_path)
-    config_file = tmp_path / "config.json"
-    text = json.dumps({
-        "max_open_trades": 3,
-        "stake_currency": "USDT",
-        "db_url": db_url,
-        "dbguard": {"environment": "development"},
-        "exchange": {"name": "binance", "pair_whitelist": ["BTC/USDT"]},
-    }, indent=4) + "\n"
-    config_file.write_text(text)
-    make_guard(Config.load(config_file)).backup()
-    target = tmp_path / "disk2"
-    target.mkdir()
-    new_url = f"sqlite:///{target / db_path.name}"
-    return config_file, text, target, new_url, content_digest(db_path)
 
 
 @pytest.mark.parametrize("point", list(MOVE_POINTS))

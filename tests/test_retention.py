@@ -11,13 +11,11 @@ import re
 import sqlite3
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.catalog.retention import Retention, to_keep
-from dbguard_plugin.cli import cli
 from dbguard_plugin.settings.config import Config
 
 DAY = 86_400
@@ -140,16 +138,6 @@ def make_db(path) -> None:
 
 
 @pytest.fixture
-def invoke(child_env):
-    runner = CliRunner()
-
-    def run(*args: str):
-        return runner.invoke(cli, list(args), env=child_env(), catch_exceptions=False)
-
-    return run
-
-
-@pytest.fixture
 def four_backups(make_guard, db_path, db_url):
     make_db(db_path)
     guard = make_guard(Config(db_url=db_url, keep_last=10))
@@ -157,7 +145,7 @@ def four_backups(make_guard, db_path, db_url):
 
 
 def test_prune_through_the_cli_with_keep_last_from_a_config_file(
-    four_backups, tmp_path, db_url, run_cli, invoke
+    four_backups, tmp_path, db_url, run_cli
 ):
     catalog, made = four_backups
     config_file = tmp_path / "bot.json"
@@ -165,7 +153,7 @@ def test_prune_through_the_cli_with_keep_last_from_a_config_file(
         "db_url": db_url, "keep_last": 2, "keep_daily": 0, "keep_weekly": 0,
     }}))
 
-    dry = invoke("prune", "--dry-run", "--json", "--config", str(config_file))
+    dry = run_cli("prune", "--dry-run", "--json", "--config", str(config_file), in_process=True)
     assert dry.exit_code == 0, dry.output
     assert json.loads(dry.stdout) == {"dry_run": True, "removed": [made[0].id, made[1].id]}
     assert len(catalog.manifests()) == 4
@@ -181,7 +169,7 @@ def test_prune_through_the_cli_with_keep_last_from_a_config_file(
     for kept in made[2:]:
         assert (catalog.directory / kept.file).is_file()
 
-    again = invoke("prune", "--json", "--config", str(config_file))
+    again = run_cli("prune", "--json", "--config", str(config_file), in_process=True)
     assert json.loads(again.stdout) == {"dry_run": False, "removed": []}
 
 

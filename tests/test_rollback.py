@@ -3,13 +3,13 @@ that safety backup kept by retention for as long as a rollback needs it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlite_files import content_digest
 
 from dbguard_plugin.settings.config import Config
 
@@ -34,24 +34,6 @@ def change_live(path: Path) -> None:
                      [(f"later-{i}", i / 7) for i in range(30)])
     conn.commit()
     conn.close()
-
-
-def content_digest(path: Path) -> str:
-    """sha256 over every table's rows, tables in name order, rows in rowid order."""
-    assert path.is_file(), path
-    conn = sqlite3.connect(path)
-    try:
-        digest = hashlib.sha256()
-        for (table,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-            "ORDER BY name"
-        ).fetchall():
-            digest.update(f"\x00table {table}\x00".encode())
-            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
-                digest.update(repr(row).encode())
-        return digest.hexdigest()
-    finally:
-        conn.close()
 
 
 def ids_in(catalog: Path) -> set[str]:

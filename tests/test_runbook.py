@@ -28,18 +28,19 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runs import Cli, CliResult
+from faults import mounted
+from rst_blocks import code_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = ROOT / "docs" / "runbook.rst"
@@ -65,19 +66,8 @@ class Command:
 
 
 def _console_blocks(text: str) -> list[list[str]]:
-    lines = text.splitlines()
-    blocks = []
-    for number, line in enumerate(lines):
-        if line.strip() != ".. code-block:: console":
-            continue
-        indent = len(line) - len(line.lstrip())
-        body = []
-        for following in lines[number + 1 :]:
-            if following.strip() and len(following) - len(following.lstrip()) <= indent:
-                break
-            body.append(following)
-        blocks.append([b.strip() for b in body if b.strip()])
-    return blocks
+    return [[b.strip() for b in body if b.strip()]
+            for _number, body in code_blocks(text, "console")]
 
 
 def entry(key: str) -> list[list[Command]]:
@@ -123,9 +113,10 @@ def normalise(text: str, directory: Path) -> list[str]:
 class Operator:
     """An operator's shell in a freqtrade directory: ``user_data/config.json``, the db."""
 
-    def __init__(self, directory: Path, env: dict[str, str], name: str) -> None:
+    def __init__(self, directory: Path, env: dict[str, str], name: str, run_cli: Cli) -> None:
         self.dir = directory
         self.env = env
+        self._run_cli = run_cli
         self.name = name
         self.ids: dict[str, str] = {}
         self.transcript: list[str] = []
@@ -162,12 +153,8 @@ class Operator:
         assert done.returncode == 0, done.stderr
         return str(json.loads(done.stdout)["id"])
 
-    def cli(self, *args: str, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "dbguard_plugin", *args], capture_output=True, text=True,
-            timeout=TIMEOUT, check=False, env=env or self.env, cwd=self.dir,
-            stdin=subprocess.DEVNULL)
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> CliResult:
+        return self._run_cli(*args, env=env or self.env, cwd=self.dir)
 
     def run(self, commands: list[Command], env: dict[str, str] | None = None) -> None:
         """Run one block's commands as written, and compare with what the entry shows."""
@@ -211,9 +198,9 @@ class Operator:
 
 @pytest.fixture
 def operator(request: pytest.FixtureRequest, tmp_path: Path,
-             child_env: Callable[..., dict[str, str]]) -> Iterator[Operator]:
+             child_env: Callable[..., dict[str, str]], run_cli: Cli) -> Iterator[Operator]:
     name = request.node.name.removeprefix("test_").split("[")[0]
-    op = Operator(tmp_path, child_env(), name)
+    op = Operator(tmp_path, child_env(), name, run_cli)
     yield op
     op.save_transcript()
 
@@ -491,19 +478,10 @@ def test_undecided_put_back(operator: Operator) -> None:
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 32 MiB file system (tmpfs) for the catalog; skipped where it cannot be
     mounted (not root, not Linux)."""
-    mount, umount = shutil.which("mount"), shutil.which("umount")
-    if not sys.platform.startswith("linux") or os.geteuid() != 0 or not mount or not umount:
-        pytest.skip("mounting a small tmpfs needs root on Linux")
     point = tmp_path / "backup-disk"
     point.mkdir()
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs",
-                           str(point)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted(point, "-t", "tmpfs", "-o", "size=32m,mode=0700", "tmpfs"):
         yield point
-    finally:
-        subprocess.run([umount, str(point)], check=False, capture_output=True)
 
 
 def test_disk_full(operator: Operator, small_disk: Path) -> None:

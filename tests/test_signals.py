@@ -4,9 +4,7 @@ scenario. Receivers take ``**extra`` as the documentation asks."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,26 +12,6 @@ from dbguard_plugin import Operation, OrderEvent, OrderKind, SessionInfo, Verdic
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.errors import DbGuardError
 from dbguard_plugin.settings.config import Config
-
-
-@pytest.fixture
-def received() -> Iterator[Callable[[Any], list[tuple[object, dict[str, Any]]]]]:
-    """``received(signal)`` connects a recording receiver (strongly) and returns its log."""
-    connected: list[tuple[Any, Callable[..., None]]] = []
-
-    def connect(signal: Any) -> list[tuple[object, dict[str, Any]]]:
-        log: list[tuple[object, dict[str, Any]]] = []
-
-        def receiver(sender: object, **extra: Any) -> None:
-            log.append((sender, extra))
-
-        signal.connect(receiver, weak=False)
-        connected.append((signal, receiver))
-        return log
-
-    yield connect
-    for signal, receiver in connected:
-        signal.disconnect(receiver)
 
 
 def test_session_started_and_session_ended(guard, received):
@@ -218,8 +196,8 @@ def test_host_fault(guard, received, state_dir):
     refused = received(signals.maintenance_refused)
     guard.start_session("S-fault")
     assert faults == []
-    guard._publisher.path.unlink()
-    guard._publisher.path.mkdir()
+    guard.trading.publisher.path.unlink()
+    guard.trading.publisher.path.mkdir()
     assert guard.admit_order(timeout=0) is False
     ((sender, kwargs),) = faults
     assert sender is guard
@@ -247,12 +225,10 @@ SCENARIOS = {
 }
 
 
-def test_every_signal_has_a_scenario():
+def test_every_signal_has_a_scenario(scenarios_of):
     # The replacement signals' scenarios live in test_signals_restore.py.
-    from test_profiles_switch import SCENARIOS as PROFILE_SCENARIOS
-    from test_signals_restore import SCENARIOS as REPLACEMENT_SCENARIOS
-
-    scenarios = {**SCENARIOS, **REPLACEMENT_SCENARIOS, **PROFILE_SCENARIOS}
+    scenarios = {**SCENARIOS, **scenarios_of("test_signals_restore.py"),
+                 **scenarios_of("test_profiles_switch.py")}
     assert {signal.name for signal in signals.ALL} == set(scenarios)
     assert len(signals.ALL) == len(set(signals.ALL))
     assert all(signal.name in scenarios for signal in signals.ALL)

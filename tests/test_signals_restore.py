@@ -10,45 +10,16 @@ import json
 import os
 import signal as posix_signal
 import sqlite3
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_restore import change_live, make_db, rows
+from sqlite_files import BACKUP_ROWS, LIVE_ROWS, change_live, make_db, rows
 
 from dbguard_plugin import signals
 from dbguard_plugin.operations import move as mover
 from dbguard_plugin.operations import restore as engine
 from dbguard_plugin.operations.restore import RestoreError
 from dbguard_plugin.settings.config import Config
-
-BACKUP_ROWS = [(i, f"backup-{i}") for i in range(1, 6)]
-LIVE_ROWS = [(i, f"live-{i}") for i in range(1, 4)]
-
-
-@pytest.fixture
-def received() -> Iterator[Callable[..., list[tuple[object, dict[str, Any]]]]]:
-    """``received(signal, probe=None)`` connects a recording receiver (strongly) that takes
-    ``**extra``; *probe* (a callable) runs inside the receiver and its result is recorded
-    under ``"_probe"``."""
-    connected: list[tuple[Any, Callable[..., None]]] = []
-
-    def connect(signal: Any, probe: Callable[[], Any] | None = None):
-        log: list[tuple[object, dict[str, Any]]] = []
-
-        def receiver(sender: object, **extra: Any) -> None:
-            if probe is not None:
-                extra = {**extra, "_probe": probe()}
-            log.append((sender, extra))
-
-        signal.connect(receiver, weak=False)
-        connected.append((signal, receiver))
-        return log
-
-    yield connect
-    for signal, receiver in connected:
-        signal.disconnect(receiver)
 
 
 @pytest.fixture

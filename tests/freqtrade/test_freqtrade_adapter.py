@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runs import Cli
 
 # Not "freqtrade": tests/ is on sys.path, so where freqtrade is not installed this very
 # directory would import as a namespace package of that name.
@@ -40,8 +40,6 @@ from dbguard_plugin.operations.profile_store import ProfileStore  # noqa: E402
 from dbguard_plugin.settings.config import Config  # noqa: E402
 from dbguard_plugin.settings.profiles import Profile  # noqa: E402
 from dbguard_plugin.status import status_path  # noqa: E402
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def check_restore(run_cli: Cli, url: str, config: Path) -> tuple[int, dict[str, Any]]:
@@ -329,7 +327,7 @@ def test_a_quiet_loop_leaves_the_status_file_alone(
 
     bot.process()
     bot.process()
-    publisher = guard._publisher
+    publisher = guard.trading.publisher
     with publisher._lock:  # a write the status thread had begun is finished by now
         pending = publisher._wake.is_set()
         after = status.stat()

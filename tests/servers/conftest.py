@@ -74,6 +74,20 @@ def execute(conn: Any, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
         return list(cur.fetchall()) if cur.description else []
 
 
+#: The tables the server tests write: name -> (PostgreSQL, MariaDB) statement.
+TABLES = {
+    "fills": ("CREATE TABLE fills (id integer PRIMARY KEY, qty numeric(20, 8))",
+              "CREATE TABLE fills (id INT PRIMARY KEY, qty DECIMAL(20, 8)) ENGINE=InnoDB"),
+    "ledger": ("CREATE TABLE ledger (fill_id integer PRIMARY KEY REFERENCES fills(id), "
+               "note text)",
+               "CREATE TABLE ledger (fill_id INT PRIMARY KEY, note TEXT, "
+               "FOREIGN KEY (fill_id) REFERENCES fills(id)) ENGINE=InnoDB"),
+    "orders": ("CREATE TABLE orders (id varchar(32) PRIMARY KEY, state varchar(16))",
+               "CREATE TABLE orders (id VARCHAR(32) PRIMARY KEY, state VARCHAR(16)) "
+               "ENGINE=InnoDB"),
+}
+
+
 class ServerDb:
     """One test's database: its URL (dbguard's view) and admin connections to it."""
 
@@ -102,10 +116,38 @@ class ServerDb:
         finally:
             conn.close()
 
+    def create_tables(self, *names: str) -> None:
+        """The named :data:`TABLES`, in this order (a foreign key's table first)."""
+        for name in names:
+            self.run(TABLES[name][0 if self.kind == "postgresql" else 1])
+
+    def run_on_server(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        """*sql* as the admin user on the server's admin database, not on this one."""
+        conn = admin_connect(self.kind, self.admin)
+        try:
+            return execute(conn, sql, args)
+        finally:
+            conn.close()
+
     def close(self) -> None:
         for conn in self._conns:
             with contextlib.suppress(Exception):
                 conn.close()
+
+    def drop(self) -> None:
+        """Drop this database, and only its own scratch databases, with every connection."""
+        self.close()
+        if self.kind == "postgresql":
+            self.run_on_server(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+            return
+        # Only this test's own scratch databases: dropping every dbguard_r_% one also
+        # dropped the scratch database of a restore running in another test run on the
+        # same server ("Unknown database 'dbguard_r_...'" there).
+        prefix = scratch_prefix(self.name).replace("_", "\\_")
+        for (name,) in self.run_on_server("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+                                          " WHERE SCHEMA_NAME LIKE %s", (prefix + "%",)):
+            self.run_on_server(f"DROP DATABASE IF EXISTS `{name}`")  # a failed test's scratch
+        self.run_on_server(f"DROP DATABASE IF EXISTS {self.name}")
 
 
 def _create(kind: str) -> ServerDb:
@@ -122,25 +164,6 @@ def _create(kind: str) -> ServerDb:
     return ServerDb(kind, admin, name)
 
 
-def _drop(db: ServerDb) -> None:
-    db.close()
-    conn = admin_connect(db.kind, db.admin)
-    try:
-        if db.kind == "postgresql":
-            execute(conn, f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
-        else:
-            # Only this test's own scratch databases: dropping every dbguard_r_% one also
-            # dropped the scratch database of a restore running in another test run on
-            # the same server ("Unknown database 'dbguard_r_...'" there).
-            prefix = scratch_prefix(db.name).replace("_", "\\_")
-            for (name,) in execute(conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
-                                   " WHERE SCHEMA_NAME LIKE %s", (prefix + "%",)):
-                execute(conn, f"DROP DATABASE IF EXISTS `{name}`")  # a failed test's scratch
-            execute(conn, f"DROP DATABASE IF EXISTS {db.name}")
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def make_server_db() -> Iterator[Callable[[str], ServerDb]]:
     made: list[ServerDb] = []
@@ -152,7 +175,7 @@ def make_server_db() -> Iterator[Callable[[str], ServerDb]]:
 
     yield make
     for db in made:
-        _drop(db)
+        db.drop()
 
 
 @pytest.fixture(params=["postgresql", "mariadb"])

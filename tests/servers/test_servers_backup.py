@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dbguard_plugin.catalog import expected_file
-from dbguard_plugin.engines.sqlite.verify import verify_backup
+from dbguard_plugin.engines import verify_backup
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.operations.restore import RestoreError, restore, rollback
 
@@ -43,17 +43,6 @@ WRITER = """
 """
 
 
-def make_tables(db):
-    if db.kind == "postgresql":
-        db.run("CREATE TABLE fills (id integer PRIMARY KEY, qty numeric(20, 8))")
-        db.run("CREATE TABLE ledger (fill_id integer PRIMARY KEY REFERENCES fills(id), "
-               "note text)")
-    else:
-        db.run("CREATE TABLE fills (id INT PRIMARY KEY, qty DECIMAL(20, 8)) ENGINE=InnoDB")
-        db.run("CREATE TABLE ledger (fill_id INT PRIMARY KEY, note TEXT, "
-               "FOREIGN KEY (fill_id) REFERENCES fills(id)) ENGINE=InnoDB")
-
-
 def ids(db, table, column="id"):
     return [row[0] for row in db.run(f"SELECT {column} FROM {table} ORDER BY 1")]
 
@@ -68,7 +57,7 @@ def table_key(db, name):
 
 def test_round_trip_under_a_live_writer_restores_exactly_the_committed_rows(
         server_db, server_guards, spawn):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     writer = spawn(WRITER, server_db.kind, server_db.url)
     guard = server_guards(server_db.url)
 
@@ -103,7 +92,7 @@ def test_round_trip_under_a_live_writer_restores_exactly_the_committed_rows(
 
 
 def test_rollback_puts_the_safety_backup_back(server_db, server_guards):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     server_db.run("INSERT INTO fills (id, qty) VALUES (1, 1), (2, 2)")
     guard = server_guards(server_db.url)
     old = guard.backup("manual")
@@ -122,7 +111,7 @@ def test_rollback_puts_the_safety_backup_back(server_db, server_guards):
 
 
 def test_a_failed_check_puts_the_database_back(server_db, server_guards):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     server_db.run("INSERT INTO fills (id, qty) VALUES (1, 1), (2, 2)")
     guard = server_guards(server_db.url)
     manifest = guard.backup("manual")
@@ -142,7 +131,7 @@ def test_a_failed_check_puts_the_database_back(server_db, server_guards):
 
 
 def test_a_damaged_backup_is_refused_before_anything_changes(server_db, server_guards):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     server_db.run("INSERT INTO fills (id, qty) VALUES (1, 1)")
     guard = server_guards(server_db.url)
     manifest = guard.backup("manual")
@@ -158,7 +147,7 @@ def test_a_damaged_backup_is_refused_before_anything_changes(server_db, server_g
 
 
 def test_backups_are_private_and_compressed_on_request(mariadb_db, server_guards):
-    make_tables(mariadb_db)
+    mariadb_db.create_tables("fills", "ledger")
     mariadb_db.run("INSERT INTO fills (id, qty) VALUES (1, 1), (2, 2)")
     guard = server_guards(mariadb_db.url, compression="gzip")
     manifest = guard.backup("manual")
@@ -173,7 +162,7 @@ def test_backups_are_private_and_compressed_on_request(mariadb_db, server_guards
 
 
 def test_the_holders_table_is_never_backed_up(server_db, server_guards):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     guard = server_guards(server_db.url)
     guard.start_session("S-1")
     assert guard.admit_order()
@@ -186,7 +175,7 @@ def test_the_holders_table_is_never_backed_up(server_db, server_guards):
 
 
 def test_the_cli_backs_up_previews_and_restores_a_server_database(server_db, run_cli):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     server_db.run("INSERT INTO fills (id, qty) VALUES (1, 1), (2, 2)")
     made = run_cli("backup", "--json", "--db", server_db.url)
     assert made.returncode == 0, made.stderr
@@ -208,7 +197,7 @@ def test_the_cli_backs_up_previews_and_restores_a_server_database(server_db, run
 
 def test_a_server_preview_counts_the_rows_lost_where_the_counts_decide_it(
         server_db, run_cli):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     server_db.run("INSERT INTO fills (id, qty) VALUES (1, 1), (2, 2)")
     made = run_cli("backup", "--json", "--db", server_db.url)
     assert made.returncode == 0, made.stderr
@@ -229,7 +218,7 @@ def test_a_server_preview_counts_the_rows_lost_where_the_counts_decide_it(
 
 def test_a_restore_blocked_by_an_open_transaction_gives_up_and_changes_nothing(
         server_db, server_guards):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     server_db.run("INSERT INTO fills (id, qty) VALUES (1, 1)")
     guard = server_guards(server_db.url, busy_timeout=1)
     manifest = guard.backup("manual")
@@ -256,7 +245,7 @@ def test_a_server_restore_refreshes_the_host_and_tells_subscribers(
     from dbguard_plugin import signals
     from dbguard_plugin.plugin.hookspecs import hookimpl
 
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     guard = server_guards(server_db.url)
     manifest = guard.backup("manual")
     refreshed, told = [], []

@@ -11,29 +11,19 @@ import pytest
 
 from dbguard_plugin.engines.server.mariadb import scratch_prefix
 
-from .conftest import _drop, admin_connect, execute
-
 pytestmark = pytest.mark.servers
 
 
 def _schemas(db: Any) -> set[str]:
-    conn = admin_connect(db.kind, db.admin)
-    try:
-        return {str(r[0]) for r in execute(conn, "SELECT SCHEMA_NAME FROM "
-                                           "information_schema.SCHEMATA")}
-    finally:
-        conn.close()
+    return {str(r[0]) for r in db.run_on_server("SELECT SCHEMA_NAME FROM "
+                                                "information_schema.SCHEMATA")}
 
 
 def test_a_teardown_drops_only_its_own_scratch_databases(make_server_db) -> None:
     mine, theirs = make_server_db("mariadb"), make_server_db("mariadb")
-    conn = admin_connect(mine.kind, mine.admin)
-    try:
-        for db in (mine, theirs):
-            execute(conn, f"CREATE DATABASE `{scratch_prefix(db.name)}n_test`")
-    finally:
-        conn.close()
-    _drop(mine)
+    for db in (mine, theirs):
+        mine.run_on_server(f"CREATE DATABASE `{scratch_prefix(db.name)}n_test`")
+    mine.drop()
     left = _schemas(theirs)
     assert f"{scratch_prefix(mine.name)}n_test" not in left
     assert f"{scratch_prefix(theirs.name)}n_test" in left, "another run's restore lost"

@@ -74,23 +74,13 @@ BOT = """
 """
 
 
-def make_tables(db):
-    if db.kind == "postgresql":
-        db.run("CREATE TABLE fills (id integer PRIMARY KEY, qty numeric(20, 8))")
-        db.run("CREATE TABLE orders (id varchar(32) PRIMARY KEY, state varchar(16))")
-    else:
-        db.run("CREATE TABLE fills (id INT PRIMARY KEY, qty DECIMAL(20, 8)) ENGINE=InnoDB")
-        db.run("CREATE TABLE orders (id VARCHAR(32) PRIMARY KEY, state VARCHAR(16)) "
-               "ENGINE=InnoDB")
-
-
 def ids(db, table):
     return [row[0] for row in db.run(f"SELECT id FROM {table} ORDER BY id")]
 
 
 def prepare(db, run_cli):
     """fills 1, 2 backed up; then 3 written: OLD is the live content, NEW the backup's."""
-    make_tables(db)
+    db.create_tables("fills", "orders")
     db.run("INSERT INTO fills (id, qty) VALUES (1, 1), (2, 2)")
     made = run_cli("backup", "--json", "--db", db.url)
     assert made.returncode == 0, made.stderr
@@ -192,13 +182,11 @@ class Reader:
             cur.execute("ROLLBACK")
 
 
-def start_restore(tmp_path, env, db, backup_id):
+def start_restore(run_cli, tmp_path, db, backup_id):
     log = tmp_path / "restore.stderr"
     with open(log, "w", encoding="utf-8") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "dbguard_plugin", "restore", backup_id, "--yes",
-             "--db", db.url], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=err, env=env, cwd=tmp_path)
+        return run_cli.start("restore", backup_id, "--yes", "--db", db.url,
+                             stdout=subprocess.DEVNULL, stderr=err)
 
 
 def kill(proc):
@@ -211,7 +199,7 @@ def test_a_killed_restore_waiting_for_a_reader_never_loses_an_admitted_bots_row(
     db = server_db
     backup_id = prepare(db, run_cli)
     reader = Reader(db)
-    operator = start_restore(tmp_path, child_env(), db, backup_id)
+    operator = start_restore(run_cli, tmp_path, db, backup_id)
     try:
         wait_for(lambda: restore_waiting_for_a_lock(db),
                  "the replacement to wait for the reader's lock", operator)

@@ -6,13 +6,11 @@ import json
 
 import pytest
 
-from .test_servers_backup import make_tables
-
 pytestmark = pytest.mark.servers
 
 
 def test_the_cli_verifies_server_backups(server_db, run_cli):
-    make_tables(server_db)
+    server_db.create_tables("fills", "ledger")
     made = run_cli("backup", "--json", "--db", server_db.url)
     assert made.returncode == 0, made.stderr
     backup_id = json.loads(made.stdout)["id"]

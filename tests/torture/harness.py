@@ -1,17 +1,17 @@
 """What the torture tests share besides fixtures: the tally and the database helpers.
 
 Test modules import these by name (``from harness import ...``); the fixtures that hand
-them out live in conftest.py.
+them out live in conftest.py. The readers shared with the rest of the suite
+(integrity, content_digest, file_sha) are in tests/sqlite_files.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faults import mounted  # noqa: F401  (moved to tests/faults.py; imported from here)
+from sqlite_files import integrity
 
 #: The CI size of the backup-then-restore loop; the soak run passes ``--torture-cycles 1000``.
 CI_CYCLES = 200
@@ -43,40 +43,6 @@ TALLY = Tally()
 
 
 # -- database helpers ----------------------------------------------------------------------
-
-
-def integrity(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
-def content_digest(path: Path) -> str:
-    """sha256 over every table's rows, tables in name order, rows in rowid order."""
-    assert path.is_file(), f"{path} does not exist"
-    conn = sqlite3.connect(path)
-    try:
-        digest = hashlib.sha256()
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-            "ORDER BY name")]
-        for table in tables:
-            digest.update(f"\x00table {table}\x00".encode())
-            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
-                digest.update(repr(row).encode())
-        return digest.hexdigest()
-    finally:
-        conn.close()
-
-
-def file_sha(path: Path) -> str:
-    """sha256 of the database file after a checkpoint, with no connection left open."""
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def make_db(path: Path, rows: int = 300, bulk: int = 40) -> None:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import Tally, change, file_sha, make_db
+from harness import Tally, change, make_db
+from sqlite_files import file_sha
 
 from dbguard_plugin import Guard
 from dbguard_plugin.catalog.manifest import Manifest

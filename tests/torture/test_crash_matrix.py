@@ -20,44 +20,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import Tally, check_database, content_digest
-from test_restore_crash import (
+from crash_cases import (
+    BACKUP,
+    BULK,
+    CRASH_ENV,
+    MOVE,
+    PRUNE,
+    RESTORE,
+    SWITCH,
     leftovers,
     make_move_setup,
     make_new_database,
     make_old,
     orphan_data,
 )
+from harness import Tally, check_database
+from sqlite_files import content_digest
 
 import dbguard_plugin
 from dbguard_plugin.catalog import Catalog
-from dbguard_plugin.engines.sqlite.verify import verify_backup
+from dbguard_plugin.engines import verify_backup
 from dbguard_plugin.location import locate
 from dbguard_plugin.operations.profile_store import ProfileStore
 from dbguard_plugin.operations.restore import restore
 from dbguard_plugin.settings.config import Config
 from dbguard_plugin.settings.profile_file import BESIDE_CONFIG
 
-CRASH_ENV = "DBGUARD_CRASH_AT"
 PACKAGE = Path(dbguard_plugin.__file__).parent
 
 #: Only PostgreSQL/MariaDB backups reach these: they need a server, not this suite.
 SERVER_ONLY = re.compile(r"^server-")
 
-#: 1,200 rows of 4 KB: about 5 MiB, so the copy into the live database takes two steps.
-BULK = 1200
-
-BACKUP = ["backup:locked", "backup:copying", "backup:copied", "backup:checked",
-          "backup:hashed", "backup:compressed", "backup:renamed", "backup:manifested"]
-RESTORE = ["restore:locked", "restore:verified", "restore:space-checked",
-           "restore:safety-done", "restore:journal-written", "restore:copying",
-           "restore:copied", "restore:checked", "restore:recorded", "restore:done",
-           "restore:rolling-back"]
-MOVE = ["move:locked", "move:journal-written", "move:copying", "move:copied", "move:renamed",
-        "move:journaled", "move:configured", "move:old-deleted", "move:done"]
-SWITCH = ["switch:locked", "backup:copying", "backup:renamed", "switch:backed-up",
-          "switch:written", "switch:done"]
-PRUNE = ["prune:manifest-deleted"]
 
 CASES = (
     [("backup", p) for p in BACKUP]

@@ -3,43 +3,34 @@ process commits rows, migrates (ALTER TABLE ... ADD COLUMN) and vacuums, as a bo
 restarted after the crash would; then the next command recovers.
 
 No committed row may be lost and what recovery says must be true, at every point: the
-checks are those of tests/test_recovery_decision.py, which runs a sample of these cases
-in the normal suite.
+checks are those of crash_cases.py; tests/test_recovery_decision.py runs a sample of these
+cases in the normal suite.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from crash_cases import BACKUP, MOVE, RESTORE
 from harness import Tally
-from test_crash_matrix import BACKUP, MOVE, RESTORE
-from test_recovery_decision import crash_then_write, move_crash_then_write
 
 CASES = [("restore", p) for p in BACKUP + RESTORE] + [("rollback", p) for p in BACKUP + RESTORE]
 
 
 @pytest.mark.parametrize(("operation", "point"), CASES, ids=[f"{o}-{p}" for o, p in CASES])
 def test_writes_after_the_crash_are_never_lost(
-    operation: str, point: str, db_path: Path, db_url: str, state_dir: Path,
-    make_guard: Callable[..., Any], run_cli: Callable[..., Any],
-    child_env: Callable[..., dict[str, str]], spawn: Callable[..., Any], tally: Tally,
+    operation: str, point: str, crash_then_write: Callable[[str, str, str], Any],
+    tally: Tally,
 ) -> None:
-    crash_then_write(operation, point, "ddl", db_path=db_path, db_url=db_url,
-                     state_dir=state_dir, make_guard=make_guard, run_cli=run_cli,
-                     child_env=child_env, spawn=spawn)
+    crash_then_write(operation, point, "ddl")
     tally.crash_points.add(f"{operation}/{point}/then-writes")
 
 
 @pytest.mark.parametrize("point", MOVE)
 def test_writes_after_a_killed_move_are_never_lost(
-    point: str, tmp_path: Path, db_path: Path, db_url: str,
-    make_guard: Callable[..., Any], run_cli: Callable[..., Any],
-    child_env: Callable[..., dict[str, str]], spawn: Callable[..., Any], tally: Tally,
+    point: str, move_crash_then_write: Callable[[str], None], tally: Tally,
 ) -> None:
-    move_crash_then_write(point, tmp_path=tmp_path, db_path=db_path, db_url=db_url,
-                          make_guard=make_guard, run_cli=run_cli, child_env=child_env,
-                          spawn=spawn)
+    move_crash_then_write(point)
     tally.crash_points.add(f"move/{point}/then-writes")

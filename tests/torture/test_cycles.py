@@ -14,7 +14,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from harness import Tally, check_database, content_digest
+from harness import Tally, check_database
+from sqlite_files import content_digest
 
 from dbguard_plugin import Guard
 from dbguard_plugin.engines.sqlite.backup import sqlite_uri

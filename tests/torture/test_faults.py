@@ -26,28 +26,20 @@ How each is made, honestly:
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_runs import Cli
+from crash_cases import leftovers
 from faults import fill as _fill
-from faults import small_disk
-from harness import (
-    Tally,
-    change,
-    check_database,
-    content_digest,
-    file_sha,
-    make_db,
-    mounted,
-)
-from test_restore_crash import leftovers
+from faults import mounted, small_disk, without_dac
+from harness import Tally, change, check_database, make_db
+from sqlite_files import content_digest, file_sha
 
 from dbguard_plugin import Guard
 from dbguard_plugin.engines.sqlite.backup import BackupError
@@ -58,45 +50,20 @@ def _mark(tally: Tally, fault: str) -> None:
     tally.faults.add(fault)
 
 
-@pytest.fixture
-def scratch_dir() -> Iterator[Path]:
-    """A scratch directory outside pytest's tmp_path, to mount a small filesystem on."""
-    path = Path(tempfile.mkdtemp(prefix="dbguard-faults-"))
-    path.chmod(0o755)
-    yield path
-    subprocess.run(["umount", "-l", str(path / "small")], capture_output=True, check=False)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _cli(env: dict[str, str], *args: str, no_dac: bool = False,
-         fsize: int | None = None) -> subprocess.CompletedProcess[str]:
-    """The CLI in a child; *no_dac*: as root without the capabilities that bypass file
-    modes (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a mode really refuses."""
-    prelude = ""
-    if fsize is not None:
-        prelude = ("import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-                   f"resource.setrlimit(resource.RLIMIT_FSIZE, ({fsize}, {fsize})); ")
-    code = prelude + "import sys; from dbguard_plugin.cli import main; sys.exit(main())"
-    cmd = [sys.executable, "-c", code, *args]
-    if no_dac and os.geteuid() == 0:  # another user meets the modes anyway
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: root would bypass the file modes")
-        cmd = ["setpriv", "--inh-caps=-all",
-               "--bounding-set=-dac_override,-dac_read_search", *cmd]
-    return subprocess.run(cmd, capture_output=True,
-                          text=True, env=env, timeout=120, check=False,
-                          stdin=subprocess.DEVNULL, cwd="/")
+#: Where the CLI runs in these tests: a directory any process may enter, also one that runs
+#: without the capabilities that bypass file modes.
+ANYWHERE = Path("/")
 
 
 def test_a_disk_too_small_for_a_backup_is_refused_before_writing(
-    scratch_dir: Path, child_env: Callable[..., dict[str, str]], tally: Tally
+    scratch_dir: Path, run_cli: Cli, tally: Tally
 ) -> None:
     small = scratch_dir / "small"
     with small_disk(small, "3m"):
         db = small / "tradesv3.sqlite"
         make_db(db, bulk=300)  # about 1.3 MiB: the database fits, a copy of it does not
         before = file_sha(db)
-        result = _cli(child_env(), "backup", "--db", f"sqlite:///{db}")
+        result = run_cli("backup", "--db", f"sqlite:///{db}", cwd=ANYWHERE, timeout=120)
         assert result.returncode == 1, result.stdout + result.stderr
         assert f"not enough free space for a backup of {db}" in result.stderr, result.stderr
         assert file_sha(db) == before
@@ -208,12 +175,13 @@ def test_a_restore_onto_a_full_disk_says_so_clearly(
 
 
 def test_a_file_size_limit_during_a_backup(
-    db_path: Path, db_url: str, child_env: Callable[..., dict[str, str]], state_dir: Path,
+    db_path: Path, db_url: str, run_cli: Cli, state_dir: Path,
     tally: Tally,
 ) -> None:
     make_db(db_path, bulk=300)
     before = file_sha(db_path)
-    result = _cli(child_env(), "backup", "--db", db_url, fsize=256 << 10)
+    result = run_cli("backup", "--db", db_url, fsize=256 << 10, cwd=ANYWHERE,
+                     timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert str(db_path) in result.stderr
     assert "backup failed" in result.stderr
@@ -225,7 +193,7 @@ def test_a_file_size_limit_during_a_backup(
 
 def test_permission_denied_on_the_catalog(
     db_path: Path, db_url: str, state_dir: Path, make_guard: Callable[..., object],
-    child_env: Callable[..., dict[str, str]], tally: Tally,
+    run_cli: Cli, tally: Tally,
 ) -> None:
     make_db(db_path)
     make_guard(Config(db_url=db_url)).backup()  # type: ignore[attr-defined]
@@ -233,7 +201,8 @@ def test_permission_denied_on_the_catalog(
     catalog.chmod(0o500)
     before = file_sha(db_path)
     try:
-        result = _cli(child_env(), "backup", "--db", db_url, no_dac=True)
+        result = run_cli("backup", "--db", db_url, wrap=without_dac, cwd=ANYWHERE,
+                         timeout=120)
     finally:
         catalog.chmod(0o700)
     assert result.returncode != 0, result.stdout + result.stderr
@@ -273,7 +242,7 @@ def test_a_read_only_catalog(
 
 def test_an_unreadable_backup(
     db_path: Path, db_url: str, state_dir: Path, make_guard: Callable[..., object],
-    child_env: Callable[..., dict[str, str]], tally: Tally,
+    run_cli: Cli, tally: Tally,
 ) -> None:
     make_db(db_path)
     manifest = make_guard(Config(db_url=db_url)).backup()  # type: ignore[attr-defined]
@@ -281,7 +250,8 @@ def test_an_unreadable_backup(
     data.chmod(0)
     change(db_path)
     before = file_sha(db_path)
-    result = _cli(child_env(), "restore", manifest.id, "--db", db_url, "--yes", no_dac=True)
+    result = run_cli("restore", manifest.id, "--db", db_url, "--yes", wrap=without_dac,
+                     cwd=ANYWHERE, timeout=120)
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
     assert str(data) in result.stderr, result.stderr
@@ -339,9 +309,10 @@ def test_the_backup_file_deleted_during_a_restore(
 
 
 def test_a_failed_snapshot_copy_reports_one_clear_line(
-    db_path: Path, db_url: str, child_env: Callable[..., dict[str, str]]
+    db_path: Path, db_url: str, run_cli: Cli
 ) -> None:
     make_db(db_path, bulk=300)
-    result = _cli(child_env(), "backup", "--db", db_url, fsize=256 << 10)
+    result = run_cli("backup", "--db", db_url, fsize=256 << 10, cwd=ANYWHERE,
+                     timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

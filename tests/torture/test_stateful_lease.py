@@ -16,10 +16,11 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from harness import TALLY, content_digest, integrity
+from harness import TALLY
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from sqlite_files import content_digest, integrity
 
 from dbguard_plugin import Guard
 from dbguard_plugin.errors import VetoedError
