@@ -1,6 +1,6 @@
 """Profiles for a CLI or a desktop host: the profiles file with the guarded operations
-on it (switching the active profile, deleting a profile with its data) and the
-backups of other profiles (finding one, bringing it into this database's catalog).
+on it (switching the active profile, deleting a profile with its data), and bringing a
+backup of another profile into this database's catalog.
 
 The file itself (where it is, reading, checking, writing) is
 :class:`dbguard_plugin.settings.profile_file.ProfileFile`'s.
@@ -20,12 +20,13 @@ from typing import Any
 
 from dbguard_plugin import signals
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
+from dbguard_plugin.catalog.codecs import file_digest
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.core import generation
 from dbguard_plugin.core.guard import Guard
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.engines import verify_or_refuse
-from dbguard_plugin.engines.sqlite.backup import NothingToBackUp, Progress, file_digest
+from dbguard_plugin.engines.sqlite.backup import NothingToBackUp, Progress
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.files import fsync_dir, open_private, replace, write_atomic
@@ -83,33 +84,6 @@ class ProfileStore(ProfileFile):
     def guard(self, name: str | None = None, db_url: str | None = None) -> Guard:
         """A Guard for profile *name*'s database (default: the active profile's)."""
         return Guard(self.config(name, db_url))
-
-    def catalog_of(self, name: str, db_url: str | None = None) -> Catalog:
-        """Profile *name*'s backup catalog (*db_url*: the database of a profile that
-        names none of its own)."""
-        profile = self.get(name)
-        guard = Guard(self.config(name, None if profile.db_url else db_url))
-        guard.close()
-        return guard.catalog
-
-    def peek_backup(self, backup_id: str, name: str,
-                    db_url: str | None = None) -> tuple[Manifest, str]:
-        """Backup *backup_id* of profile *name*'s catalog (its manifest naming the profile
-        it was taken in) and that profile's environment."""
-        profile = self.get(name)
-        manifest = self.catalog_of(name, db_url).get(backup_id)
-        return (dataclasses.replace(manifest, profile=manifest.profile or profile.name),
-                profile.environment)
-
-    def holder_of(self, backup_id: str, db_url: str | None = None) -> str | None:
-        """The profile whose catalog holds *backup_id*, if one does."""
-        for profile in self.list():
-            try:
-                if self.catalog_of(profile.name, db_url).manifest_path(backup_id).exists():
-                    return profile.name
-            except DbGuardError:
-                continue
-        return None
 
     # -- changing ----------------------------------------------------------------------
 
@@ -310,17 +284,6 @@ def _same_directory(one: str | None, other: str | None) -> bool:
         return one == other
     return os.path.realpath(os.path.expanduser(one)) == \
         os.path.realpath(os.path.expanduser(other))
-
-
-def fetch_backup(store: ProfileStore, guard: Guard, backup_id: str, from_profile: str,
-                 db_url: str | None = None) -> tuple[Manifest, str]:
-    """Bring backup *backup_id* from profile *from_profile*'s catalog into *guard*'s,
-    verified and under the same id, so the restore (and its crash recovery) finds it
-    there. The copy's manifest keeps the profile it was taken in. Returns the manifest
-    and the source profile's environment."""
-    manifest, environment = store.peek_backup(backup_id, from_profile, db_url)
-    copy_backup(store.catalog_of(from_profile, db_url), guard.catalog, manifest)
-    return manifest, environment
 
 
 def copy_backup(source: Catalog, target: Catalog, manifest: Manifest) -> Manifest:
