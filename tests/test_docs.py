@@ -296,21 +296,12 @@ def test_the_quickstart_demo_output_is_what_dbguard_demo_prints(run_cli) -> None
 
 
 def test_shell_completion_is_documented_and_works(run_cli, child_env) -> None:
-    import subprocess
-    import sys
-
     text = section(DOCS / "cli.rst", "Shell completion")
     for shell in ("bash", "zsh", "fish"):
         assert f"_DBGUARD_COMPLETE={shell}_source dbguard" in text
-    script = subprocess.run(
-        [sys.executable, "-c", "from dbguard_plugin.cli import main; main()"],
-        env=child_env(_DBGUARD_COMPLETE="bash_source"), capture_output=True, text=True,
-        timeout=60, check=False)
+    script = run_cli(env=child_env(_DBGUARD_COMPLETE="bash_source"))
     assert script.returncode == 0, script.stderr
     assert "_dbguard_completion()" in script.stdout
-    completed = subprocess.run(
-        [sys.executable, "-c", "from dbguard_plugin.cli import main; main()"],
-        env=child_env(_DBGUARD_COMPLETE="bash_complete", COMP_WORDS="dbguard pro",
-                      COMP_CWORD="1"), capture_output=True, text=True, timeout=60,
-        check=False)
+    completed = run_cli(env=child_env(_DBGUARD_COMPLETE="bash_complete",
+                                      COMP_WORDS="dbguard pro", COMP_CWORD="1"))
     assert completed.stdout.split() == ["plain,profile"]
