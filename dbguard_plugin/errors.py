@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class DbGuardError(Exception):
     """Base class: a failure that the CLI reports with exit code 1."""
@@ -33,3 +35,12 @@ class VerificationError(DbGuardError):
 
 class UnsafePathError(ConfigError):
     """A path or name from a user would escape its directory or follow a symlink."""
+
+
+#: What a host call contains instead of raising: faults of the disk (a full disk, a
+#: read-only directory, an I/O error), of a server, and of data read back from disk (a
+#: manifest or status file with a wrong-typed field). A caller's own mistake (a missing
+#: argument) is checked before any of this runs and still raises.
+FAULTS: tuple[type[Exception], ...] = (
+    OSError, sqlite3.Error, DbGuardError, ValueError, TypeError, LookupError,
+)

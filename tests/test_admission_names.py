@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from dbguard_plugin.core.state import TradingState
 from dbguard_plugin.events import OrderKind
+from dbguard_plugin.state import TradingState
 
 #: A bot that admitted two entries it has not submitted yet; exits on any stdin line.
 PLACING = """

@@ -14,9 +14,9 @@ import pytest
 
 from dbguard_plugin import Operation, OrderEvent, OrderKind, SessionInfo, hookimpl
 from dbguard_plugin.core.audit import read as read_audit
-from dbguard_plugin.core.state import Snapshot
 from dbguard_plugin.errors import VetoedError
 from dbguard_plugin.plugin.manager import pm
+from dbguard_plugin.state import Snapshot
 
 # -- a third-party plugin installed through the ``dbguard`` entry-point group ------------------
 

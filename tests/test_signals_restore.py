@@ -17,6 +17,7 @@ from sqlite_files import BACKUP_ROWS, LIVE_ROWS, change_live, make_db, rows
 
 from dbguard_plugin import signals
 from dbguard_plugin.operations import move as mover
+from dbguard_plugin.operations import recovery
 from dbguard_plugin.operations import restore as engine
 from dbguard_plugin.operations.restore import RestoreError
 from dbguard_plugin.settings.config import Config
@@ -126,7 +127,7 @@ def test_database_replaced_by_recovery(
     started = received(signals.restore_started)
     replaced = received(signals.database_replaced)
 
-    said = guard.recover()
+    said = recovery.recover(guard)
     assert said == [f"finished the interrupted restore of backup {manifest.id}: the database "
                     "holds that backup, checked"]
     assert replaced == [(guard, {"operation": "recovery", "backup_id": manifest.id,
@@ -151,8 +152,8 @@ def test_recovery_undecided(restorable, received, run_cli, child_env, db_url, db
     undecided = received(signals.recovery_undecided)
     replaced = received(signals.database_replaced)
 
-    assert guard.recover() == []
-    assert guard.recover() == []
+    assert recovery.recover(guard) == []
+    assert recovery.recover(guard) == []
     assert len(undecided) == 2
     sender, kwargs = undecided[0]
     assert sender is guard

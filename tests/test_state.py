@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbguard_plugin.core.state import Change, TradingState
 from dbguard_plugin.events import OrderEvent, OrderKind, SessionInfo
+from dbguard_plugin.state import Change, TradingState
 
 SUBMITTED, ACCEPTED, PARTIAL = OrderKind.SUBMITTED, OrderKind.ACCEPTED, OrderKind.PARTIALLY_FILLED
 FILLED, CANCELLED, REJECTED, EXPIRED = (

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from dbguard_plugin.catalog.journal import Intent
 
 
+#: The audit log's name in the dbguard directory, unless ``audit_log`` names another file.
+AUDIT_LOG = "audit.jsonl"
+
+
+def path_for(audit_log: str | None, state_dir: Path) -> Path:
+    """Where the audit log of a database lives."""
+    return Path(audit_log).expanduser() if audit_log else state_dir / AUDIT_LOG
+
+
 def operator() -> str:
     """Who is acting: the login name, or the uid when there is none."""
     try:

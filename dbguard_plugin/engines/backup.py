@@ -16,7 +16,6 @@ from typing import Any
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.codecs import COMPRESSIONS
 from dbguard_plugin.catalog.manifest import REASONS, Manifest
-from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError
 from dbguard_plugin.location import DatabaseLocation
 from dbguard_plugin.version import __version__
@@ -62,12 +61,13 @@ def checked_settings(reason: str, settings: BackupSettings | None) -> BackupSett
 
 @contextlib.contextmanager
 def new_backup(catalog: Catalog, reason: str, started: float,
-               locked_point: str = "") -> Iterator[str]:
-    """The new backup's id, under the catalog lock, after leftovers are removed."""
+               locked: Callable[[], None] | None = None) -> Iterator[str]:
+    """The new backup's id, under the catalog lock, after leftovers are removed;
+    *locked* runs once the lock is held (the SQLite engine's crash point)."""
     with catalog.locked():
         catalog.cleanup()
-        if locked_point:
-            reach(locked_point)
+        if locked is not None:
+            locked()
         yield catalog.new_id(reason, started)
 
 

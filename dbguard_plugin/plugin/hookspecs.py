@@ -7,21 +7,47 @@ plugins implement any hook with ``@dbguard_plugin.hookimpl``. Every hook is name
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 import pluggy
 
-if TYPE_CHECKING:
-    from dbguard_plugin.core.guard import Guard
-    from dbguard_plugin.core.state import Snapshot
-    from dbguard_plugin.events import Operation, OrderEvent, SessionInfo
+from dbguard_plugin.catalog import Catalog
+from dbguard_plugin.events import Operation, OrderEvent, SessionInfo
+from dbguard_plugin.location import DatabaseLocation
+from dbguard_plugin.settings.config import Config
+from dbguard_plugin.state import Snapshot, TradingState
+from dbguard_plugin.verdict import Verdict
 
 hookspec = pluggy.HookspecMarker("dbguard")
 hookimpl = pluggy.HookimplMarker("dbguard")
 
 
+class GuardAPI(Protocol):
+    """What every hook is given as ``guard``: the :class:`dbguard_plugin.Guard` itself.
+
+    Spelled as a protocol here because the guard sits above the plugin system (it calls
+    the hooks); a hook implementation may annotate its parameter with ``Guard``.
+    """
+
+    config: Config
+    location: DatabaseLocation
+    catalog: Catalog
+    state: TradingState
+
+    @property
+    def paused(self) -> str | None: ...
+
+    @property
+    def audit_path(self) -> Path: ...
+
+    def check(self, operation: Operation | str) -> Verdict: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 @hookspec
-def dbguard_session_started(guard: Guard, session: SessionInfo) -> None:
+def dbguard_session_started(guard: GuardAPI, session: SessionInfo) -> None:
     """A trading session started: the host is about to place its first order.
 
     Called after the host opened its database and before its first order.
@@ -29,7 +55,7 @@ def dbguard_session_started(guard: Guard, session: SessionInfo) -> None:
 
 
 @hookspec
-def dbguard_session_ending(guard: Guard, session: SessionInfo) -> None:
+def dbguard_session_ending(guard: GuardAPI, session: SessionInfo) -> None:
     """A trading session is ending: the host made its final commit and places no more orders.
 
     Called once per session, before the host closes its database connections.
@@ -37,7 +63,7 @@ def dbguard_session_ending(guard: Guard, session: SessionInfo) -> None:
 
 
 @hookspec
-def dbguard_order_event(guard: Guard, event: OrderEvent) -> None:
+def dbguard_order_event(guard: GuardAPI, event: OrderEvent) -> None:
     """An order changed state: submitted, accepted, partially filled, filled, cancelled,
     rejected or expired.
 
@@ -47,7 +73,7 @@ def dbguard_order_event(guard: Guard, event: OrderEvent) -> None:
 
 
 @hookspec(firstresult=True)
-def dbguard_veto(guard: Guard, operation: Operation, state: Snapshot) -> str | None:
+def dbguard_veto(guard: GuardAPI, operation: Operation, state: Snapshot) -> str | None:
     """Refuse *operation* on the guarded database, or raise no objection.
 
     Return a non-empty string, the reason shown to the operator, to veto the operation.
@@ -60,7 +86,7 @@ def dbguard_veto(guard: Guard, operation: Operation, state: Snapshot) -> str | N
 
 
 @hookspec
-def dbguard_release_connections(guard: Guard, operation: Operation) -> None:
+def dbguard_release_connections(guard: GuardAPI, operation: Operation) -> None:
     """The host must release its database connections before *operation* replaces the file.
 
     Implemented by hosts (for example: dispose of a SQLAlchemy engine's pool). Called with
@@ -69,7 +95,7 @@ def dbguard_release_connections(guard: Guard, operation: Operation) -> None:
 
 
 @hookspec
-def dbguard_refresh(guard: Guard, operation: Operation) -> None:
+def dbguard_refresh(guard: GuardAPI, operation: Operation) -> None:
     """The database was replaced by *operation*: the host must reload its state.
 
     Implemented by hosts and UIs (for example: remove scoped sessions, re-read open

@@ -16,9 +16,13 @@ import pluggy
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.plugin import hookspecs
 
+#: The built-in tracking plugin's name: the guard calls it directly when it is the only
+#: implementation of ``dbguard_order_event`` (the hot path, no hook call).
+TRACKING = "dbguard_plugin.tracking"
+
 #: Built-in plugins: registered name (kept from 0.1, shown by ``dbguard status``) -> module.
 DEFAULT_PLUGINS = {
-    "dbguard_plugin.tracking": "dbguard_plugin.builtin.tracking",
+    TRACKING: "dbguard_plugin.builtin.tracking",
     "dbguard_plugin.autobackup": "dbguard_plugin.builtin.autobackup",
     "dbguard_plugin.recovery": "dbguard_plugin.builtin.recovery",
 }

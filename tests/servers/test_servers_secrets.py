@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dbguard_plugin.engines.server import backup as server_backup
-from dbguard_plugin.engines.server import dialect_for
+from dbguard_plugin.engines.server.dialects import dialect_for
 from dbguard_plugin.errors import DbGuardError
 from dbguard_plugin.operations.restore import restore
 

@@ -118,7 +118,7 @@ def create_backup(
     source = check_source(location)
     request = Request(location, reason, profile, trading_state, note)
     started, clock = time.time(), time.monotonic()
-    with new_backup(catalog, reason, started, "backup:locked") as backup_id:
+    with new_backup(catalog, reason, started, lambda: reach("backup:locked")) as backup_id:
         raw_tmp = catalog.directory / f"{TMP_PREFIX}{backup_id}.sqlite"
         leftovers = [raw_tmp]
         try:
