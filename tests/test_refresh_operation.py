@@ -1,0 +1,65 @@
+"""A bot in another process learns from its own tick() which operation replaced its
+database, and its refresh hook is told that operation (not always RESTORE)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+#: Each "TICK" line calls guard.tick(); the refresh hook prints the operation it is told.
+BOT = """
+    import sys
+    from dbguard_plugin import Guard, hookimpl
+    from dbguard_plugin.plugin.manager import pm
+
+    class Host:
+        @hookimpl
+        def dbguard_refresh(self, guard, operation):
+            print("REFRESHED", operation.value, flush=True)
+
+    pm.register(Host())
+    guard = Guard.from_config(sys.argv[1])
+    guard.start_session("S-refresh")
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "TICK":
+            break
+        guard.tick()
+        print("TICKED", flush=True)
+    guard.end_session()
+    guard.close()
+"""
+
+
+def _config(tmp_path: Path, db_url: str) -> Path:
+    config = tmp_path / "bot.json"
+    config.write_text(json.dumps({"db_url": db_url, "dbguard": {
+        "environment": "development", "backup_on_session_start": False,
+        "backup_on_session_end": False}}))
+    return config
+
+
+def test_a_move_by_another_process_reaches_the_bot_as_a_move(
+    tmp_path: Path, db_path: Path, db_url: str, spawn: Any, run_cli: Any
+) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.commit()
+    conn.close()
+    config = _config(tmp_path, db_url)
+    bot = spawn(BOT, str(config))
+    bot.send("TICK")
+    bot.expect("TICKED")
+
+    (tmp_path / "elsewhere").mkdir()
+    moved = run_cli("move", str(tmp_path / "elsewhere" / "bot.sqlite"), "--config",
+                    str(config), "--yes")
+    assert moved.returncode == 0, moved.stderr
+
+    bot.send("TICK")
+    assert bot.expect("REFRESHED") == "REFRESHED move"
+    bot.expect("TICKED")
+    bot.send("")
+    assert bot.wait() == 0, bot.stderr
