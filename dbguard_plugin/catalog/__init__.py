@@ -59,6 +59,16 @@ _READER = re.compile(r"^\.tmp-read-(\d+)-")
 _PIN = re.compile(r"^\.pin-(\d+)-[0-9a-f]+\.json$")
 
 
+#: The catalog's directory inside the dbguard directory when ``backup_dir`` is not set;
+#: each other profile of the same database keeps its own beside it, ``backups-NAME``.
+DEFAULT_DIR = "backups"
+
+
+def default_directory(state_dir: Path) -> Path:
+    """Where a database's backups live unless ``backup_dir`` says otherwise."""
+    return state_dir / DEFAULT_DIR
+
+
 class BackupNotFound(DbGuardError):
     """No backup with that id in the catalog."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguard_plugin import signals
-from dbguard_plugin.catalog import Catalog, journal
+from dbguard_plugin.catalog import Catalog, default_directory, journal
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.catalog.retention import Retention, prune
 from dbguard_plugin.core import generation
@@ -27,7 +27,7 @@ log = logging.getLogger("dbguard_plugin.core.guard")
 def catalog_for(config: Config, location: DatabaseLocation) -> Catalog:
     """The catalog of *location*'s backups: ``backup_dir``, or the dbguard directory's."""
     directory = (Path(config.backup_dir).expanduser().absolute() if config.backup_dir
-                 else location.state_dir / "backups")
+                 else default_directory(location.state_dir))
     return Catalog(directory, database=location)
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbguard_plugin import signals
-from dbguard_plugin.catalog import MARKER, Catalog, journal
-from dbguard_plugin.core import generation
+from dbguard_plugin.catalog import DEFAULT_DIR, MARKER, Catalog, journal
+from dbguard_plugin.core import audit, generation
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.engines.sqlite import evidence
 from dbguard_plugin.engines.sqlite.backup import BackupSettings, Progress, sqlite_uri
@@ -356,8 +356,8 @@ def _carry_catalogs(old_state: Path, new_state: Path, new_path: str) -> tuple[bo
     ``backups-NAME``) beside the new one, and record the new identity in each."""
     moved = False
     notes: list[str] = []
-    names = sorted(n for n in os.listdir(old_state) if n == "backups" or
-                   n.startswith("backups-")) if old_state.is_dir() else []
+    names = sorted(n for n in os.listdir(old_state) if n == DEFAULT_DIR or
+                   n.startswith(f"{DEFAULT_DIR}-")) if old_state.is_dir() else []
     for name in names:
         source, target = old_state / name, new_state / name
         if not source.is_dir() or source.is_symlink() or target.exists():
@@ -371,7 +371,7 @@ def _carry_catalogs(old_state: Path, new_state: Path, new_path: str) -> tuple[bo
                          f"backup_dir = \"{source}\" to keep using them")
             continue
         moved = True
-    for name in ("backups", *(n for n in names if n != "backups")):
+    for name in (DEFAULT_DIR, *(n for n in names if n != DEFAULT_DIR)):
         if (new_state / name / MARKER).exists():
             with contextlib.suppress(OSError):
                 Catalog(new_state / name).adopt(new_path)
@@ -422,7 +422,7 @@ def _carry_state(old_state: Path, new_state: Path) -> None:
     """Bring the replacement history and the audit log along: rollback and pinning must
     keep working at the new place."""
     private_dir(new_state)
-    for name in (generation.LAST, generation.GENERATION, "audit.jsonl"):
+    for name in (generation.LAST, generation.GENERATION, audit.AUDIT_LOG):
         source, target = old_state / name, new_state / name
         if source.is_file() and not target.exists():
             shutil.copy2(source, target)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dbguard_plugin.catalog import default_directory
+from dbguard_plugin.catalog.codecs import COMPRESSIONS
 from dbguard_plugin.engines.preview import DEFAULT_OPEN_ORDERS, DEFAULT_OPEN_TRADES, OpenRule
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.events import Operation
@@ -177,7 +179,7 @@ def apply_profile(
     elif url and profile.name != "production":
         # Each profile keeps its own catalog, also when profiles share one database.
         default = Path(config.backup_dir) if config.backup_dir else \
-            locate(url, config.state_dir).state_dir / "backups"
+            default_directory(locate(url, config.state_dir).state_dir)
         changes["backup_dir"] = str(default.with_name(f"{default.name}-{profile.name}"))
     return dataclasses.replace(config, **changes)
 
@@ -297,8 +299,8 @@ def _optional_bool(source: str, key: str, value: Any) -> bool | None:
 
 
 def _compression(source: str, key: str, value: Any) -> str:
-    if value not in ("none", "gzip", "zstd"):
-        raise _bad(source, key, value, "one of none, gzip, zstd")
+    if value not in COMPRESSIONS:
+        raise _bad(source, key, value, "one of " + ", ".join(COMPRESSIONS))
     if value == "zstd" and importlib.util.find_spec("zstandard") is None:
         raise ConfigError(
             f"{source}: dbguard.{key} = 'zstd' needs the zstandard package: "
