@@ -136,21 +136,19 @@ class Guard:
         raises for a fault of the disk or of data; a wrong call (no kind) still raises."""
         if not self.config.enabled:
             return
-        if not isinstance(event, OrderEvent):
-            if event is None and order_id is None:
-                raise TypeError("order_event() needs an OrderEvent or an order id")
-            if kind is None:
-                raise TypeError("order_event(order_id, kind): kind is required")
-            oid = str(order_id if event is None else event)
-            event = OrderEvent(oid, parse_kind(kind), symbol, side)
+        given = _event_args(event, kind, order_id, symbol, side)
         caller = self._hook.dbguard_order_event
         impls = caller.get_hookimpls()
         try:  # costs nothing until something raises; the tracker handles its own faults
-            if len(impls) == 1 and impls[0].plugin_name == TRACKING:
-                self.trading.on_order(event.order_id, event.kind, event.symbol, event.side,
-                                      event.timestamp, event)  # the hot path: no hook call
+            if len(impls) == 1 and impls[0].plugin_name == TRACKING:  # the hot path: no hook
+                if isinstance(given, OrderEvent):
+                    self.trading.on_order(given.order_id, given.kind, given.symbol,
+                                          given.side, given.timestamp, given)
+                else:
+                    self.trading.on_order(*given, time.time())
             else:
-                caller(guard=self, event=event)
+                caller(guard=self, event=given if isinstance(given, OrderEvent)
+                       else OrderEvent(*given))
         except FAULTS as exc:  # a plugin's: it may have stopped the hook early
             self.report_fault("order_event", exc, self.lease_outcome())
 
@@ -285,3 +283,17 @@ class Guard:
         """Give back everything this process holds (the host is shutting down). Never
         raises: the locks are given back even when the status file cannot be removed."""
         self.trading.close()
+
+
+def _event_args(event: OrderEvent | str | int | None, kind: OrderKind | str | None,
+                order_id: str | int | None, symbol: str,
+                side: str) -> OrderEvent | tuple[str, OrderKind, str, str]:
+    """The event as given, or the plain values of one given by id: no dataclass is built
+    on the hot path (the tracker takes plain values)."""
+    if isinstance(event, OrderEvent):
+        return event
+    if event is None and order_id is None:
+        raise TypeError("order_event() needs an OrderEvent or an order id")
+    if kind is None:
+        raise TypeError("order_event(order_id, kind): kind is required")
+    return str(order_id if event is None else event), parse_kind(kind), symbol, side
