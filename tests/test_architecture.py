@@ -112,6 +112,16 @@ def _own_and_cheap(name: str, relative: int) -> bool:
                               and not name.startswith(COSTLY_OWN))
 
 
+def _said_why(lines: list[str], lineno: int) -> bool:
+    """A comment on the import's line, or above the run of imports it belongs to."""
+    if "#" in lines[lineno - 1]:
+        return True
+    above = lineno - 2
+    while above >= 0 and lines[above].strip().startswith(("import ", "from ")):
+        above -= 1
+    return above >= 0 and lines[above].strip().startswith("#")
+
+
 @pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_in_functions_defer_a_costly_dependency_and_say_why(path: Path) -> None:
     """dbguard's own modules import at the top (a cycle is not a reason); an import in a
@@ -127,8 +137,7 @@ def test_imports_in_functions_defer_a_costly_dependency_and_say_why(path: Path) 
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             relative = node.level if isinstance(node, ast.ImportFrom) else 0
             assert not any(_own_and_cheap(n, relative) for n in names), where
-            said = "#" in lines[node.lineno - 1] or lines[node.lineno - 2].strip().startswith("#")
-            assert said, f"{where}: say why this import waits"
+            assert _said_why(lines, node.lineno), f"{where}: say why this import waits"
 
 
 def test_guard_recover_still_works_and_says_where_it_moved(guard: object) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.location import locate
 from dbguard_plugin.settings.config import Config, apply_profile
+from dbguard_plugin.settings.profile_file import ProfileFile
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,7 @@ def settings(ft_config: Mapping[str, Any]) -> Config:
 
 def _with_profile(config: Config, file: Path | None, bot_url: str) -> Config:
     """*config* with the active profile applied, as the CLI applies it for *file*."""
-    from dbguard_plugin.operations.profile_store import ProfileStore
-
-    store = ProfileStore.locate(file)
+    store = ProfileFile.locate(file)
     active = store.active()
     if active is None:
         return config
