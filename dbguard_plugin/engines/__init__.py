@@ -9,6 +9,8 @@ about 0.4 s that a SQLite bot never needs).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,14 @@ from dbguard_plugin.engines.preview import (
 from dbguard_plugin.engines.server.params import server_kind
 from dbguard_plugin.engines.sqlite import backup as sqlite_backup
 from dbguard_plugin.engines.sqlite.preview import compute
-from dbguard_plugin.engines.sqlite.verify import content_problems
+from dbguard_plugin.engines.sqlite.verify import checked_copy
 from dbguard_plugin.engines.verify import VerifyResult, verify_checksum
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.location import DatabaseLocation
 
 __all__ = [
     "check_source", "create_backup", "is_server", "open_lease", "preview_restore",
-    "server_backup", "server_preview", "verify_backup", "verify_or_refuse",
+    "server_backup", "server_preview", "verified_copy", "verify_backup", "verify_or_refuse",
 ]
 
 
@@ -105,18 +107,18 @@ def verify_backup(
     catalog: Catalog, manifest: Manifest, level: str = "integrity_check"
 ) -> VerifyResult:
     """Recompute the sha256, then run *level* on the SQLite file (a server dump: its
-    tool's own check); never raises for a bad file."""
+    tool's own check); never raises for a bad file. A SQLite backup is read once."""
+    if not _is_server_backup(manifest):
+        with checked_copy(catalog, manifest, level) as (result, _plain):
+            return result
     result = verify_checksum(catalog, manifest)
     if not result.ok:
         return result
-    path = Path(result.path)
-    if _is_server_backup(manifest):
-        # why here: the server engine (SQLAlchemy, drivers) only for a server backup
-        from dbguard_plugin.engines.server.verify import archive_problems
+    # why here: the server engine (SQLAlchemy, drivers) only for a server backup
+    from dbguard_plugin.engines.server.verify import archive_problems
 
-        return VerifyResult(manifest, result.path, archive_problems(catalog, manifest, path))
     return VerifyResult(manifest, result.path,
-                        content_problems(catalog, manifest, path, level))
+                        archive_problems(catalog, manifest, Path(result.path)))
 
 
 def verify_or_refuse(
@@ -128,10 +130,30 @@ def verify_or_refuse(
     "backup ID failed verification; nothing was *nothing_was*: problems"."""
     result = verify_backup(catalog, manifest, level)
     if not result.ok:
-        if record:
-            catalog.record_verification(manifest, False)
-        raise VerificationError(f"backup {manifest.id} failed verification; nothing was "
-                                f"{nothing_was}: " + "; ".join(result.problems))
+        raise _refusal(catalog, result, record, nothing_was)
+
+
+@contextlib.contextmanager
+def verified_copy(
+    catalog: Catalog, manifest: Manifest, level: str = "integrity_check", *,
+    record: bool = True, nothing_was: str = "changed",
+) -> Iterator[Path]:
+    """The SQLite backup *manifest* verified (or refused) as by verify_or_refuse(), in
+    one read of its stored file, and the plain SQLite file it checked, while the block
+    runs: a compressed backup's private decompressed copy, or the stored file itself.
+    Reading and writing from it uses exactly the bytes that were verified."""
+    with checked_copy(catalog, manifest, level) as (result, plain):
+        if plain is None or not result.ok:
+            raise _refusal(catalog, result, record, nothing_was)
+        yield plain
+
+
+def _refusal(catalog: Catalog, result: VerifyResult, record: bool,
+             nothing_was: str) -> VerificationError:
+    if record:
+        catalog.record_verification(result.manifest, False)
+    return VerificationError(f"backup {result.manifest.id} failed verification; nothing "
+                             f"was {nothing_was}: " + "; ".join(result.problems))
 
 
 # -- previews --------------------------------------------------------------------------
@@ -154,11 +176,9 @@ def preview_restore(
 ) -> Preview:
     """What restoring *manifest* over *location* would change, read-only. The backup is
     checked first (sha256 and quick_check for SQLite): a damaged file is never opened as
-    a database."""
+    a database; it is read once, and the comparison reads the copy that was checked."""
     live = location.sqlite_path
     if live is None:
         return server_preview(location, catalog, manifest)
-    verify_or_refuse(catalog, manifest, "quick_check")
-    with sqlite_backup.opened_copy(catalog.data_path(manifest), manifest.compression,
-                                   catalog.directory) as plain:
+    with verified_copy(catalog, manifest, "quick_check") as plain:
         return compute(live, plain, open_orders, open_trades, rows_lost=rows_lost)

@@ -7,6 +7,7 @@ own check, or the server tool's); :func:`dbguard_plugin.engines.verify_backup` c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.codecs import file_digest
@@ -29,20 +30,32 @@ class VerifyResult:
                 "problems": list(self.problems)}
 
 
-def verify_checksum(catalog: Catalog, manifest: Manifest) -> VerifyResult:
-    """The stored file against its manifest's size and sha256; never raises for a bad
-    file. ``path`` is the file the engine's check reads next when this one is ok."""
+def located(catalog: Catalog, manifest: Manifest) -> VerifyResult:
+    """The stored file's path, with a problem when it is unsafe or missing; reads nothing."""
     try:
         path = catalog.data_path(manifest)
     except UnsafePathError as exc:
         return VerifyResult(manifest, str(catalog.directory / manifest.file), (str(exc),))
-    shown = str(path)
     if not path.is_file():
-        return VerifyResult(manifest, shown, (f"{path}: backup file is missing",))
-    size, sha = file_digest(path)
+        return VerifyResult(manifest, str(path), (f"{path}: backup file is missing",))
+    return VerifyResult(manifest, str(path), ())
+
+
+def digest_problems(manifest: Manifest, path: Path, size: int, sha: str) -> tuple[str, ...]:
+    """What is wrong with the stored file *path* whose size and sha256 were read as these."""
     if size != manifest.size or sha != manifest.sha256:
-        return VerifyResult(manifest, shown, (
+        return (
             f"{path}: sha256 {sha[:16]}... (size {size}) does not match the manifest's "
             f"{manifest.sha256[:16]}... (size {manifest.size}): the file was changed or damaged",
-        ))
-    return VerifyResult(manifest, shown, ())
+        )
+    return ()
+
+
+def verify_checksum(catalog: Catalog, manifest: Manifest) -> VerifyResult:
+    """The stored file against its manifest's size and sha256; never raises for a bad
+    file. ``path`` is the file the engine's check reads next when this one is ok."""
+    result = located(catalog, manifest)
+    if not result.ok:
+        return result
+    path = Path(result.path)
+    return VerifyResult(manifest, result.path, digest_problems(manifest, path, *file_digest(path)))

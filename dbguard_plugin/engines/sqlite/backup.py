@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,6 @@ from dbguard_plugin.catalog.codecs import (
     CHUNK,
     SUFFIXES,
     compressing,
-    decompressing,
     file_digest,
 )
 from dbguard_plugin.catalog.manifest import Manifest
@@ -49,6 +47,7 @@ from dbguard_plugin.engines.backup import (
 )
 from dbguard_plugin.engines.sqlite import snapshot
 from dbguard_plugin.engines.sqlite.facts import SqliteFacts, check, read_facts
+from dbguard_plugin.engines.sqlite.stored import SQLITE_MAGIC, opened_copy
 from dbguard_plugin.errors import UnsafePathError, VerificationError
 from dbguard_plugin.files import datasync, open_private
 from dbguard_plugin.location import DatabaseLocation, hard_link_problem
@@ -60,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 _FLUSH_BYTES = 8 << 20
 
 
@@ -399,27 +397,3 @@ def _compress(raw: Path, dest: Path, method: str,
         out.flush()
         os.fsync(out.fileno())
     return file_digest(dest)
-
-
-@contextlib.contextmanager
-def opened_copy(stored: Path, compression: str, scratch_dir: Path) -> Iterator[Path]:
-    """The plain SQLite file inside a stored backup: itself, or a decompressed scratch copy."""
-    if compression == "none":
-        yield stored
-        return
-    tmp = scratch_dir / f"{TMP_PREFIX}read-{os.getpid()}-{stored.name}.sqlite"
-    # cleanup() spares .tmp-read-<pid>- files of live processes: a concurrent backup's
-    # cleanup must not pull this copy from under a running verify or restore.
-    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        with os.fdopen(fd, "wb") as out, open(stored, "rb") as src:
-            try:
-                with decompressing(src, compression) as reader:
-                    while chunk := reader.read(CHUNK):
-                        out.write(chunk)
-            except (OSError, EOFError, ValueError) as exc:
-                raise VerificationError(f"{stored}: cannot decompress ({exc})") from None
-        yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
