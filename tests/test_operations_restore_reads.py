@@ -1,13 +1,17 @@
 """How often ``dbguard restore ID --yes`` reads and decompresses a gzip backup.
 
 The process under test is the real CLI; only the file-open and decompression functions
-it calls are wrapped, to count the calls on the backup's data file. The docs promise
-two verifications of the stored file (the preview's before the question, and step 3's
-under the lease; docs/restore.rst), each a full read that hashes it.
+it calls are wrapped, to count the calls on the backup's data file, and the SQLite
+engine's comparison is counted by a profile hook. The docs promise two verifications of
+the stored file (the preview's before the question, and step 3's under the lease;
+docs/restore.rst), each one read that hashes and decompresses it in the same pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
+import hashlib
 import json
 import sqlite3
 import subprocess
@@ -18,16 +22,23 @@ from pathlib import Path
 import pytest
 from sqlite_files import content_digest
 
+from dbguard_plugin.catalog import Catalog
+from dbguard_plugin.catalog.codecs import file_digest
+from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.core.guard import Guard
+from dbguard_plugin.engines import create_backup, verified_copy, verify_backup
+from dbguard_plugin.engines.backup import BackupSettings
+from dbguard_plugin.location import locate
 from dbguard_plugin.settings.config import Config
 
 #: Runs the CLI with sys.argv[3:], counting opens for reading and gzip decompressions of
-#: the file sys.argv[1]; the counts go to sys.argv[2] as JSON.
+#: the file sys.argv[1], and the previews computed (calls of the SQLite engine's compute);
+#: the counts go to sys.argv[2] as JSON.
 COUNTING_CLI = r'''
 import builtins, gzip, json, os, sys
 
 backup, report = os.path.realpath(sys.argv[1]), sys.argv[2]
-counts = {"opened": 0, "decompressed": 0}
+counts = {"opened": 0, "decompressed": 0, "previewed": 0}
 real_open, real_os_open, real_gzip_init = builtins.open, os.open, gzip.GzipFile.__init__
 
 
@@ -61,6 +72,17 @@ builtins.open, os.open, gzip.GzipFile.__init__ = counting_open, counting_os_open
     counting_gzip_init
 sys.argv = ["dbguard", *sys.argv[3:]]
 from dbguard_plugin.cli import main
+from dbguard_plugin.engines.sqlite.preview import compute
+
+comparing = compute.__code__
+
+
+def counting_calls(frame, event, arg):
+    if event == "call" and frame.f_code is comparing:
+        counts["previewed"] += 1
+
+
+sys.setprofile(counting_calls)
 
 try:
     main()
@@ -120,21 +142,83 @@ def restore_counted(tmp_path: Path, db_path: Path, db_url: str,
     return run
 
 
-def test_the_restore_reads_the_backup_boundedly(restore_counted: Callable[[], Counts]) -> None:
-    """Today: each verification reads the file to hash it and again to decompress it
-    for its content check, and each preview decompresses it once more."""
-    counts = restore_counted()
-    assert counts["opened"] <= 6
-    assert counts["decompressed"] <= 4
-    assert counts["decompressed"] >= 2  # the counting itself works: one per verification
-
-
-@pytest.mark.xfail(strict=True, reason="needs an engines verification of an already "
-                   "decompressed copy (engines/sqlite/verify.content_problems takes the "
-                   "stored file only); see the refactor's report for issue #14")
 def test_the_restore_reads_the_backup_once_per_promised_verification(
     restore_counted: Callable[[], Counts],
 ) -> None:
+    """Each verification reads the stored file once, hashing it as it decompresses it
+    into the scratch copy that it checks; the preview before the question compares that
+    copy, and so does the restore's own under the lease, which then writes from it.
+    (Before: 6 reads and 4 decompressions, a verification hashed the file and then
+    decompressed it again, and each comparison decompressed it once more.)"""
     counts = restore_counted()
-    assert counts["opened"] <= 2
-    assert counts["decompressed"] <= 2
+    assert counts == {"opened": 2, "decompressed": 2, "previewed": 2}
+
+
+# -- one read, the same messages --------------------------------------------------------
+
+
+@pytest.fixture
+def gzip_backup(tmp_path: Path, db_path: Path) -> tuple[Catalog, Manifest]:
+    make_db(db_path)
+    catalog = Catalog(tmp_path / "catalog")
+    manifest = create_backup(locate(f"sqlite:///{db_path}"), catalog, "manual",
+                             settings=BackupSettings(compression="gzip"))
+    return catalog, manifest
+
+
+def stored_as(catalog: Catalog, manifest: Manifest, data: bytes) -> Manifest:
+    """*manifest* with *data* as its stored file, and its size and sha256 to match."""
+    catalog.data_path(manifest).write_bytes(data)
+    return dataclasses.replace(manifest, size=len(data),
+                               sha256=hashlib.sha256(data).hexdigest())
+
+
+def test_a_changed_file_is_reported_by_its_sha256_even_when_it_fails_to_decompress(
+    gzip_backup: tuple[Catalog, Manifest],
+) -> None:
+    """The one pass hashes what the decompressor left unread: a truncated stream, whose
+    decompression fails, is still reported as a changed file (and only as that)."""
+    catalog, manifest = gzip_backup
+    stored = catalog.data_path(manifest)
+    stored.write_bytes(stored.read_bytes()[: manifest.size // 2])
+
+    result = verify_backup(catalog, manifest, "quick_check")
+    assert result.problems == (
+        f"{stored}: sha256 {file_digest(stored)[1][:16]}... (size {manifest.size // 2}) "
+        f"does not match the manifest's {manifest.sha256[:16]}... (size {manifest.size}): "
+        "the file was changed or damaged",
+    )
+
+
+def test_a_stream_that_matches_its_sha256_but_does_not_decompress_says_so(
+    gzip_backup: tuple[Catalog, Manifest],
+) -> None:
+    catalog, manifest = gzip_backup
+    stored = catalog.data_path(manifest)
+    garbled = stored_as(catalog, manifest, b"\x1f\x8b" + b"not a gzip stream" * 100)
+
+    (problem,) = verify_backup(catalog, garbled, "quick_check").problems
+    assert problem.startswith(f"{stored}: {stored}: cannot decompress (")
+
+
+def test_other_content_under_the_right_sha256_is_caught_by_the_raw_sha256(
+    gzip_backup: tuple[Catalog, Manifest], tmp_path: Path,
+) -> None:
+    """The raw sha256 is taken from the same pass, of the bytes written to the copy."""
+    catalog, manifest = gzip_backup
+    stored = catalog.data_path(manifest)
+    with verified_copy(catalog, manifest, "quick_check") as plain:
+        assert plain != stored
+        assert plain.read_bytes()[:16] == b"SQLite format 3\x00"
+    assert not plain.exists(), "the scratch copy outlives its block"
+    other = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    conn.execute("CREATE TABLE u (id INTEGER PRIMARY KEY)")
+    conn.close()
+    replaced = stored_as(catalog, manifest, gzip.compress(other.read_bytes()))
+
+    assert verify_backup(catalog, replaced, "quick_check").problems == (
+        f"{stored}: decompressed content does not match the manifest",
+        f"{stored}: schema differs from the manifest's fingerprint",
+    )

@@ -31,12 +31,11 @@ from dbguard_plugin.catalog import journal
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.core import audit
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.engines import preview_restore, verify_or_refuse
+from dbguard_plugin.engines import preview_restore, verified_copy
 from dbguard_plugin.engines.preview import Preview
 from dbguard_plugin.engines.sqlite.backup import (
     NothingToBackUp,
     Progress,
-    opened_copy,
     sqlite_uri,
 )
 from dbguard_plugin.engines.sqlite.preview import compute
@@ -118,10 +117,10 @@ def _restore_sqlite(guard: Guard, manifest: Manifest, *, force: bool, who: str |
     with guard.operation(Operation.RESTORE, force=force, who=who):
         reach("restore:locked")
         previous = _settle(guard)
-        verify_or_refuse(guard.catalog, manifest, guard.config.restore_check)
-        reach("restore:verified")
-        stored = guard.catalog.data_path(manifest)
-        with opened_copy(stored, manifest.compression, guard.catalog.directory) as plain:
+        # one read of the stored file: hashed as it is decompressed into plain, which
+        # is checked, compared and then written: the very bytes that were verified
+        with verified_copy(guard.catalog, manifest, guard.config.restore_check) as plain:
+            reach("restore:verified")
             _check_compatible(live, manifest)
             _check_space(live, manifest)
             reach("restore:space-checked")
