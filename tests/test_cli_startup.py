@@ -1,5 +1,5 @@
-"""The read-only commands on a SQLite database, and ``dbguard --help``, start without
-SQLAlchemy or a server driver: what bench/cli_startup.py times.
+"""The read-only commands on a SQLite database start without SQLAlchemy or a server
+driver, and ``dbguard --help`` without the guard: what bench/cli_startup.py times.
 
 Each command runs in a real process through a ``-c`` wrapper that writes, at exit, the
 names of every module the process imported. Behaviour only: no timing is asserted.
@@ -90,9 +90,10 @@ def test_check_restore_through_a_file_uri_imports_no_sqlalchemy(imported, idle_d
     assert heavy(modules) == []
 
 
-def test_help_imports_no_sqlalchemy(imported) -> None:
+def test_help_imports_neither_the_guard_nor_sqlalchemy(imported) -> None:
     code, stdout, modules = imported("--help")
     assert code == 0
     assert "restore" in stdout
-    assert "dbguard_plugin.cli.restore" in modules
+    assert "dbguard_plugin.core.guard" not in modules
+    assert not [m for m in modules if m.startswith("dbguard_plugin.operations")]
     assert heavy(modules) == []

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from dbguard_plugin.catalog import BackupNotFound, Damaged
-from dbguard_plugin.catalog.manifest import REASONS, Manifest
 from dbguard_plugin.cli.database import open_guard
 from dbguard_plugin.cli.options import (
     EXIT_VERIFY,
@@ -19,10 +17,13 @@ from dbguard_plugin.cli.options import (
     progress_shown,
     size,
 )
-from dbguard_plugin.core.guard import Guard
-from dbguard_plugin.engines import verify_backup
 from dbguard_plugin.errors import ConfigError, VerificationError
 from dbguard_plugin.progress import LazyBar
+
+if TYPE_CHECKING:
+    from dbguard_plugin.catalog import Damaged
+    from dbguard_plugin.catalog.manifest import Manifest
+    from dbguard_plugin.core.guard import Guard
 
 
 @click.command()
@@ -33,6 +34,9 @@ from dbguard_plugin.progress import LazyBar
 @handle_errors
 def backup(reason: str) -> None:
     """Take a verified hot backup of the live database now."""
+    # why here: the catalog is costly, as the guard is (see cli.database)
+    from dbguard_plugin.catalog.manifest import REASONS
+
     guard = open_guard()
     kind, note = (reason, "") if reason in REASONS else ("manual", reason)
     with LazyBar("backing up", enabled=progress_shown()) as bar:
@@ -100,6 +104,9 @@ def damaged_row(damaged: Damaged) -> dict[str, Any]:
 @handle_errors
 def verify(backup_id: str | None, check_all: bool, level: str) -> None:
     """Recompute sha256 and run integrity_check on ID (or --all). Exit 4 on any problem."""
+    # why here: the engines are costly, as the guard is (see cli.database)
+    from dbguard_plugin.engines import verify_backup
+
     if bool(backup_id) == check_all:
         raise ConfigError("give one backup ID or --all ('dbguard backups' lists the ids)")
     guard = open_guard()
@@ -133,6 +140,9 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
 def _to_verify(guard: Guard, backup_id: str) -> Manifest:
     """The manifest of *backup_id*; an id the catalog lacks fails verification (exit 4):
     a cron job verifying a backup it expects must hear that it is gone."""
+    # why here: the catalog is costly, as the guard is (see cli.database)
+    from dbguard_plugin.catalog import BackupNotFound
+
     try:
         return guard.catalog.get(backup_id)
     except BackupNotFound as exc:

@@ -16,17 +16,18 @@ import tempfile
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dbguard_plugin import signals
-from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.cli.options import common, handle_errors, options
-from dbguard_plugin.core.guard import Guard
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.location import locate
-from dbguard_plugin.settings.config import Config
+
+if TYPE_CHECKING:
+    from dbguard_plugin.catalog.manifest import Manifest
+    from dbguard_plugin.core.guard import Guard
 
 _ORDERS = (
     ("1", "BTC/USDT", "buy", 0.01, 64_000.0),
@@ -68,6 +69,10 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> int:
     """Run the demo; return 0 when everything behaved as dbguard promises, else 1."""
+    # why here: costly (see cli.database)
+    from dbguard_plugin.core.guard import Guard
+    from dbguard_plugin.settings.config import Config
+
     workdir: Path | None = None
     if db_url is None:
         workdir = Path(tempfile.mkdtemp(prefix="dbguard-demo-"))

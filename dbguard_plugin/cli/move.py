@@ -14,7 +14,6 @@ from dbguard_plugin.cli.options import (
     progress_shown,
 )
 from dbguard_plugin.events import Operation
-from dbguard_plugin.operations import move as engine
 from dbguard_plugin.progress import LazyBar
 
 
@@ -28,6 +27,9 @@ from dbguard_plugin.progress import LazyBar
 @handle_errors
 def move(new_path: str, delete_old: bool, force: bool, yes: bool) -> None:
     """Move the SQLite database to NEW_PATH (a file or a directory) and switch the config."""
+    # why here: costly, as the guard is (see cli.database)
+    from dbguard_plugin.operations import move as engine
+
     guard = open_guard()
     guard.refuse_unguardable(Operation.MOVE)
     confirm(f"Move {guard.location.redacted} to {new_path}?", yes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,13 +18,18 @@ from dbguard_plugin.cli.options import (
 )
 from dbguard_plugin.errors import ConfigError, DbGuardError
 from dbguard_plugin.location import locate, redact
-from dbguard_plugin.operations.profile_store import ProfileStore
 from dbguard_plugin.progress import LazyBar
 from dbguard_plugin.settings.profiles import KINDS, STRICTNESS, Profile
+
+if TYPE_CHECKING:
+    from dbguard_plugin.operations.profile_store import ProfileStore
 
 
 def _store() -> ProfileStore:
     """The profiles of --config's bot config (or of the user)."""
+    # why here: costly, as the guard is (see cli.database)
+    from dbguard_plugin.operations.profile_store import ProfileStore
+
     return ProfileStore.locate(config_path())
 
 

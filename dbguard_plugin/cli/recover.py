@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from dbguard_plugin.catalog import journal
 from dbguard_plugin.cli.database import open_guard
 from dbguard_plugin.cli.options import EXIT_FAILURE, EXIT_UNDECIDED, common, emit, handle_errors
-from dbguard_plugin.core import audit
-from dbguard_plugin.core.guard import Guard
-from dbguard_plugin.operations import recovery
+
+if TYPE_CHECKING:
+    from dbguard_plugin.core.guard import Guard
 
 
 @click.command()
@@ -27,6 +27,10 @@ def recover(keep: bool) -> None:
     decision ('dbguard recover --keep', or 'dbguard restore SAFETY_ID --yes'), 1 when
     one waits for the lease (a bot has orders in flight).
     """
+    # why here: costly, as the guard is (see cli.database)
+    from dbguard_plugin.catalog import journal
+    from dbguard_plugin.operations import recovery
+
     guard = open_guard(recover=False)
     if keep:
         _keep(guard)
@@ -53,6 +57,10 @@ def recover(keep: bool) -> None:
 
 def _keep(guard: Guard) -> None:
     """--keep: the database stays as it is and the undecided operation is closed."""
+    # why here: costly, as the guard is (see cli.database)
+    from dbguard_plugin.core import audit
+    from dbguard_plugin.operations import recovery
+
     kept = recovery.keep(guard, audit.operator())
     safety = (f"; safety backup {kept.safety_id} stays in the catalog as an ordinary "
               "backup" if kept.safety_id else "")

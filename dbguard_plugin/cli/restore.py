@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from dbguard_plugin.catalog import validate_id
 from dbguard_plugin.cli.database import open_guard
 from dbguard_plugin.cli.options import (
     common,
@@ -17,11 +18,10 @@ from dbguard_plugin.cli.options import (
     progress_shown,
 )
 from dbguard_plugin.events import Operation
-from dbguard_plugin.operations import restore as engine
-from dbguard_plugin.operations.replacement import Outcome
-from dbguard_plugin.operations.restore_plan import carry_out, plan_restore, rollback_target
 from dbguard_plugin.progress import LazyBar
-from dbguard_plugin.settings.profile_file import ProfileFile
+
+if TYPE_CHECKING:
+    from dbguard_plugin.operations.replacement import Outcome
 
 _FORCE_HELP = ("Override an active session, plugin vetoes and dropping open positions "
                "(recorded in the audit log; never orders in flight).")
@@ -44,6 +44,11 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool,
     Exit 3 when vetoed (orders in flight, an active session, open positions the backup
     lacks without --force), 4 when the backup fails verification.
     """
+    # why here: costly, as the guard is (see cli.database)
+    from dbguard_plugin.catalog import validate_id
+    from dbguard_plugin.operations.restore_plan import carry_out, plan_restore
+    from dbguard_plugin.settings.profile_file import ProfileFile
+
     validate_id(backup_id)
     guard = open_guard()
     # Wherever the table is printed, LOST is counted (a scan by primary key): a '-' there
@@ -78,6 +83,10 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool,
 @handle_errors
 def rollback(force: bool, yes: bool) -> None:
     """Undo the last restore, rollback or recovery from its safety backup."""
+    # why here: costly, as the guard is (see cli.database)
+    from dbguard_plugin.operations import restore as engine
+    from dbguard_plugin.operations.restore_plan import rollback_target
+
     guard = open_guard()
     guard.refuse_unguardable(Operation.RESTORE)
     last = rollback_target(guard)

@@ -12,7 +12,6 @@ from dbguard_plugin.cli.database import open_guard
 from dbguard_plugin.cli.options import EXIT_FAILURE, EXIT_VETOED, common, emit, handle_errors
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.events import Operation
-from dbguard_plugin.operations.doctor import FAIL, diagnose
 
 
 @click.command()
@@ -51,6 +50,9 @@ def check(operation: str) -> None:
 @handle_errors
 def doctor() -> None:
     """Check journal mode, busy timeout, free space, permissions and backup age."""
+    # why here: costly, as the guard is (see cli.database)
+    from dbguard_plugin.operations.doctor import FAIL, diagnose
+
     guard = open_guard()
     findings = diagnose(guard)
     emit(
