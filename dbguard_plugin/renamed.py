@@ -7,7 +7,6 @@ and returns the module at its new place; the warning names that place.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import warnings
@@ -47,7 +46,9 @@ def load(old: str) -> ModuleType:
     return importlib.import_module(target)
 
 
-class _Loader(importlib.abc.Loader):
+# Duck-typed, not subclasses of importlib.abc's classes: importing importlib.abc costs
+# 15 ms (it loads importlib.resources), paid by every dbguard command.
+class _Loader:
     def __init__(self, old: str) -> None:
         self.old = old
 
@@ -58,7 +59,7 @@ class _Loader(importlib.abc.Loader):
         sys.modules[_PREFIX + self.old] = module  # the old name is an alias, not a copy
 
 
-class Finder(importlib.abc.MetaPathFinder):
+class Finder:
     """Resolves the old names; installed by ``dbguard_plugin/__init__``."""
 
     def find_spec(self, fullname: str, path: Any = None,
@@ -68,7 +69,7 @@ class Finder(importlib.abc.MetaPathFinder):
         old = fullname[len(_PREFIX):]
         if old not in RENAMED:
             return None
-        return importlib.machinery.ModuleSpec(fullname, _Loader(old))
+        return importlib.machinery.ModuleSpec(fullname, _Loader(old))  # type: ignore[arg-type]
 
 
 def install() -> None:

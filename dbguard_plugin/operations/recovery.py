@@ -30,7 +30,6 @@ from dbguard_plugin.errors import DbGuardError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.operations import move
 from dbguard_plugin.operations.replacement import finish, live_path, replaced
-from dbguard_plugin.operations.server_restore import recover_server
 from dbguard_plugin.operations.sqlite_write import post_check, put_back
 from dbguard_plugin.status import HOSTNAME, pid_alive
 
@@ -193,6 +192,9 @@ def _recover(guard: Guard, reexamine: bool) -> list[str]:
 
 def _recover_server(guard: Guard, intent: journal.Intent) -> list[str]:
     """A server database's journal: its own engine decides (servers.restore)."""
+    # why here: the server restore loads the server engine (SQLAlchemy and a driver)
+    from dbguard_plugin.operations.server_restore import recover_server
+
     said = recover_server(guard, intent)
     return [said] if said else []
 

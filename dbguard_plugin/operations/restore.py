@@ -50,7 +50,6 @@ from dbguard_plugin.operations.replacement import (
     live_path,
     replaced,
 )
-from dbguard_plugin.operations.server_restore import restore_server
 from dbguard_plugin.operations.sqlite_write import (
     LiveDatabaseBusy,
     post_check,
@@ -96,6 +95,9 @@ def restore(
         manifest = guard.catalog.pin(backup_id)
         check_profile(guard, manifest, from_profile, from_environment, force=force, who=who)
         if guard.location.sqlite_path is None:  # a server database: the servers' own engine
+            # why here: the server restore loads the server engine (SQLAlchemy, a driver)
+            from dbguard_plugin.operations.server_restore import restore_server
+
             return restore_server(guard, backup_id, force=force, who=who, operation=operation)
         if from_profile is None and not force and not guard.catalog.belongs_here(manifest.source):
             # A file copied in from another bot's catalog: its checksum is fine, it is
