@@ -415,10 +415,41 @@ BOT_WITH_SESSION = """
 """
 
 
+#: A bot in a session with a refresh hook; each "TICK" line calls guard.tick() and prints
+#: TICKED; the hook prints REFRESHED with what the bot reads then. argv: config, db path
+TICKING_BOT = """
+    import sqlite3
+    import sys
+    from dbguard_plugin import Guard, hookimpl
+    from dbguard_plugin.plugin.manager import pm
+
+    class Host:
+        @hookimpl
+        def dbguard_refresh(self, guard, operation):
+            conn = sqlite3.connect(sys.argv[2])
+            count = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+            conn.close()
+            print("REFRESHED", operation.value, count, flush=True)
+
+    pm.register(Host())
+    guard = Guard.from_config(sys.argv[1])
+    guard.start_session("S-tick")
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "TICK":
+            break
+        guard.tick()
+        print("TICKED", flush=True)
+    guard.end_session()
+    guard.close()
+"""
+
+
 @pytest.fixture
 def scripts() -> dict[str, str]:
     return {
         "bot_with_orders": BOT_WITH_ORDERS,
         "operation_holder": OPERATION_HOLDER,
         "bot_with_session": BOT_WITH_SESSION,
+        "ticking_bot": TICKING_BOT,
     }

@@ -8,30 +8,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-#: Each "TICK" line calls guard.tick(); the refresh hook prints the operation it is told.
-BOT = """
-    import sys
-    from dbguard_plugin import Guard, hookimpl
-    from dbguard_plugin.plugin.manager import pm
-
-    class Host:
-        @hookimpl
-        def dbguard_refresh(self, guard, operation):
-            print("REFRESHED", operation.value, flush=True)
-
-    pm.register(Host())
-    guard = Guard.from_config(sys.argv[1])
-    guard.start_session("S-refresh")
-    print("READY", flush=True)
-    for line in sys.stdin:
-        if line.strip() != "TICK":
-            break
-        guard.tick()
-        print("TICKED", flush=True)
-    guard.end_session()
-    guard.close()
-"""
-
 
 def _config(tmp_path: Path, db_url: str) -> Path:
     config = tmp_path / "bot.json"
@@ -42,14 +18,15 @@ def _config(tmp_path: Path, db_url: str) -> Path:
 
 
 def test_a_move_by_another_process_reaches_the_bot_as_a_move(
-    tmp_path: Path, db_path: Path, db_url: str, spawn: Any, run_cli: Any
+    tmp_path: Path, db_path: Path, db_url: str, spawn: Any, run_cli: Any,
+    scripts: dict[str, str],
 ) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute("CREATE TABLE t (x INTEGER)")
     conn.commit()
     conn.close()
     config = _config(tmp_path, db_url)
-    bot = spawn(BOT, str(config))
+    bot = spawn(scripts["ticking_bot"], str(config), str(db_path))
     bot.send("TICK")
     bot.expect("TICKED")
 
@@ -59,7 +36,7 @@ def test_a_move_by_another_process_reaches_the_bot_as_a_move(
     assert moved.returncode == 0, moved.stderr
 
     bot.send("TICK")
-    assert bot.expect("REFRESHED") == "REFRESHED move"
+    assert bot.expect("REFRESHED") == "REFRESHED move 0"
     bot.expect("TICKED")
     bot.send("")
     assert bot.wait() == 0, bot.stderr

@@ -437,44 +437,14 @@ def test_the_refresh_hook_is_called_after_a_restore_in_this_process(
     assert outcome.backup_id == restorable.id
 
 
-#: A bot in a session with a refresh hook; each "TICK" line calls guard.tick() and prints
-#: TICKED; the hook prints REFRESHED with what the bot reads then. argv: config, db path
-TICKING_BOT = """
-    import sqlite3
-    import sys
-    from dbguard_plugin import Guard, hookimpl
-    from dbguard_plugin.plugin.manager import pm
-
-    class Host:
-        @hookimpl
-        def dbguard_refresh(self, guard, operation):
-            conn = sqlite3.connect(sys.argv[2])
-            count = conn.execute("SELECT count(*) FROM t").fetchone()[0]
-            conn.close()
-            print("REFRESHED", operation.value, count, flush=True)
-
-    pm.register(Host())
-    guard = Guard.from_config(sys.argv[1])
-    guard.start_session("S-tick")
-    print("READY", flush=True)
-    for line in sys.stdin:
-        if line.strip() != "TICK":
-            break
-        guard.tick()
-        print("TICKED", flush=True)
-    guard.end_session()
-    guard.close()
-"""
-
-
 def test_a_bot_notices_a_restore_by_another_process_on_its_next_tick(
-    restorable, tmp_path, spawn, run_cli, db_url, db_path
+    restorable, tmp_path, spawn, run_cli, db_url, db_path, scripts
 ):
     config_file = tmp_path / "bot.json"
     config_file.write_text(json.dumps({"db_url": db_url, "dbguard": {
         "environment": "development", "backup_on_session_start": False,
         "backup_on_session_end": False}}))
-    bot = spawn(TICKING_BOT, str(config_file), str(db_path))
+    bot = spawn(scripts["ticking_bot"], str(config_file), str(db_path))
     bot.send("TICK")
     bot.expect("TICKED")
 
