@@ -74,4 +74,5 @@ class Finder:
 
 def install() -> None:
     if not any(isinstance(finder, Finder) for finder in sys.meta_path):
-        sys.meta_path.append(Finder())
+        # First: a directory left from 0.1 (its __pycache__) must not shadow the alias.
+        sys.meta_path.insert(0, Finder())
