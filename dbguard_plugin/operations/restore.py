@@ -6,7 +6,7 @@ safety backup of the live database is taken and verified; the intent is journale
 snapshot is written INTO the live database with SQLite's backup API, which is one
 journaled transaction (safe with the bot's connections open, no rename of a file that
 may be open); the result is checked; on any failure the safety backup goes back the
-same way. See DESIGN.md, "SQLite facts" 4 and 6.
+same way. docs/restore.rst, "Why the snapshot is written into the live database", says why.
 
 What a restore needs (the backup, and its safety backup from the moment its id exists)
 is pinned against prune in every process from its first step to its last. A journal

@@ -1,6 +1,6 @@
 """Writing a backup into a live SQLite database as one transaction, and checking what
-was written: the step a restore, its undo and recovery's undo share (DESIGN.md, "SQLite
-facts" 4 and 6)."""
+was written: the step a restore, its undo and recovery's undo share (docs/restore.rst,
+"Why the snapshot is written into the live database")."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ transaction restarts on every write and never finishes under a live bot) and in 
 they are never blocked. By default the files themselves are copied under that snapshot
 (snapshot.py); SQLite's backup API, several times slower, is the fallback. The copy goes
 to a ``.tmp-`` name in the catalog, is checked, fsynced and hashed, and only then renamed
-into place; its manifest comes last. See DESIGN.md, "SQLite facts".
+into place; its manifest comes last (docs/backups.rst says why each step is there).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def of_database(path: Path, busy_timeout: float = 30.0) -> Found:
         return EMPTY
     try:
         # read-write: a hot journal a killed copy left must be rolled back by this read,
-        # and a read-only open cannot (DESIGN.md, SQLite fact 9)
+        # and a read-only open cannot: SQLite refuses to read a database with a hot journal
         return Found(_digest(path, "rw", busy_timeout))
     except sqlite3.OperationalError as exc:
         text = str(exc).lower()
