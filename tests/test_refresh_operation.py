@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from dbguard_plugin import signals
+
 
 def _config(tmp_path: Path, db_url: str) -> Path:
     config = tmp_path / "bot.json"
@@ -40,3 +42,28 @@ def test_a_move_by_another_process_reaches_the_bot_as_a_move(
     bot.expect("TICKED")
     bot.send("")
     assert bot.wait() == 0, bot.stderr
+
+
+def test_tick_announces_a_restore_by_another_process_as_the_replacing_one_did(
+    tmp_path: Path, db_path: Path, db_url: str, run_cli: Any, make_guard: Any,
+    received: Any,
+) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    conn.commit()
+    conn.close()
+    config = _config(tmp_path, db_url)
+    backup = run_cli("backup", "--config", str(config), "--json")
+    assert backup.returncode == 0, backup.stderr
+    backup_id = backup.json["id"]
+    bot = make_guard()
+    replaced = received(signals.database_replaced)
+    bot.tick()
+    assert replaced == []
+
+    restored = run_cli("restore", backup_id, "--config", str(config), "--yes", "--json")
+    assert restored.returncode == 0, restored.stderr
+    bot.tick()
+    bot.tick()  # once per replacement
+    assert replaced == [(bot, {"operation": "restore", "backup_id": backup_id,
+                               "safety_id": restored.json["safety_id"], "elsewhere": True})]

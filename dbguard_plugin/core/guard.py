@@ -158,8 +158,8 @@ class Guard:
             self.trading.reconcile(open_orders)
 
     def tick(self) -> None:
-        """Call once per host loop: notices a replacement made by another process (and
-        calls the host's ``dbguard_refresh`` with the operation that made it), and takes
+        """Call once per host loop: notices a replacement by another process (calls
+        ``dbguard_refresh`` and sends ``database-replaced``, naming the operation) and takes
         the interval backup when due (``backup_interval``). After a fault it brings the
         lease and the status file up to date again. Never raises."""
         if not self.enabled:
@@ -167,9 +167,10 @@ class Guard:
         try:
             if self.trading.resync_due:
                 self.trading.resync()
-            replaced_by = self._watch.changed()  # one stat per loop
-            if replaced_by is not None:
-                self._hook.dbguard_refresh(guard=self, operation=replaced_by)
+            replaced = self._watch.changed()  # one stat per loop
+            if replaced is not None:
+                self._hook.dbguard_refresh(guard=self, operation=replaced.operation)
+                replaced.announce(self)
             if self.backups.due():
                 self.automatic_backup("scheduled")
         except FAULTS as exc:

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from dbguard_plugin import signals
 from dbguard_plugin.core import generation
 from dbguard_plugin.events import Operation
+
+#: What generation.json names when a restore's backup went in (last-replacement.json
+#: then names the backup and the safety backup).
+_RESTORES = ("restore", "rollback", "recovery")
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A replacement made by another process: the operation a host's refresh hook is
+    told, and the kind ``database-replaced`` names (``restore``, ``move``, ...)."""
+
+    operation: Operation
+    kind: str
+    backup_id: str = ""
+    safety_id: str = ""
+
+    def announce(self, sender: object) -> None:
+        """``database-replaced`` in this process, as the replacing process sent it there,
+        with ``elsewhere=True``."""
+        signals.notify(signals.database_replaced, sender, operation=self.kind,
+                       backup_id=self.backup_id, safety_id=self.safety_id, elsewhere=True)
 
 
 class Watch:
@@ -19,8 +43,8 @@ class Watch:
         # (inode, mtime, size) of the stamp when last read; () = never
         self.stamp: tuple[int, ...] | None = ()
 
-    def changed(self) -> Operation | None:
-        """The operation that replaced the database since the last call, or None.
+    def changed(self) -> Replacement | None:
+        """The replacement made since the last call, or None.
 
         A host calls this every loop: one stat, and the file is parsed only when it
         changed. Replacements rewrite it by rename, so a new version has a new inode;
@@ -37,4 +61,21 @@ class Watch:
         if number == self.generation:
             return None
         self.generation = number
-        return operation or Operation.RESTORE
+        return self._replacement(operation or Operation.RESTORE)
+
+    def _replacement(self, operation: Operation) -> Replacement:
+        kind = _recorded_kind(self.path) or operation.value
+        if kind not in _RESTORES:
+            return Replacement(operation, kind)
+        last = generation.last_replacement(self.state_dir) or {}
+        return Replacement(operation, kind, str(last.get("backup_id") or ""),
+                           str(last.get("safety_id") or ""))
+
+
+def _recorded_kind(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as file:
+            kind = json.load(file).get("operation")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
