@@ -46,11 +46,20 @@ def read(state_dir: Path) -> tuple[int, Operation]:
     """(how many replacements, the operation of the last one to tell a host); (0,
     RESTORE) before the first. A file written before the operation was recorded, or
     naming one this version does not know, reads as a restore."""
+    number, kind = read_kind(state_dir)
+    return number, told(kind)
+
+
+def read_kind(state_dir: Path) -> tuple[int, str | None]:
+    """(how many replacements, what made the last one as recorded, or None)."""
     data = _load(state_dir / GENERATION)
-    number = _number(data)
     kind = data.get("operation") if isinstance(data, dict) else None
-    return number, REPLACED_BY.get(kind, Operation.RESTORE) if isinstance(kind, str) \
-        else Operation.RESTORE
+    return _number(data), kind if isinstance(kind, str) else None
+
+
+def told(kind: str | None) -> Operation:
+    """The operation a host is told for a recorded *kind* (RESTORE when unknown)."""
+    return REPLACED_BY.get(kind, Operation.RESTORE) if kind is not None else Operation.RESTORE
 
 
 def record(state_dir: Path, operation: str, backup_id: str, safety_id: str, database: str,

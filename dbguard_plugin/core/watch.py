@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,25 +56,17 @@ class Watch:
         if stamp == self.stamp:
             return None
         self.stamp = stamp
-        number, operation = generation.read(self.state_dir) if stamp else (0, None)
+        number, kind = generation.read_kind(self.state_dir) if stamp else (0, None)
         if number == self.generation:
             return None
         self.generation = number
-        return self._replacement(operation or Operation.RESTORE)
+        return self._replacement(generation.told(kind), kind)
 
-    def _replacement(self, operation: Operation) -> Replacement:
-        kind = _recorded_kind(self.path) or operation.value
+    def _replacement(self, operation: Operation, recorded: str | None) -> Replacement:
+        kind = recorded or operation.value
         if kind not in _RESTORES:
             return Replacement(operation, kind)
         last = generation.last_replacement(self.state_dir) or {}
         return Replacement(operation, kind, str(last.get("backup_id") or ""),
                            str(last.get("safety_id") or ""))
 
-
-def _recorded_kind(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as file:
-            kind = json.load(file).get("operation")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return kind if isinstance(kind, str) else None
