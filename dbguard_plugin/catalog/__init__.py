@@ -21,15 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import portalocker
-
+from dbguard_plugin import locks
 from dbguard_plugin.catalog.codecs import SUFFIXES
 from dbguard_plugin.catalog.manifest import ID_PATTERN, Manifest
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.files import (
     fsync_dir,
-    open_private,
     private_dir,
     replace,
     write_atomic,
@@ -196,25 +194,10 @@ class Catalog:
     def locked(self, timeout: float = 60.0) -> Iterator[None]:
         """Hold the catalog lock: one writer (backup, prune, cleanup) at a time."""
         self.prepare()
-        fh = os.fdopen(open_private(self.directory / _LOCK_NAME), "r+b")
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    portalocker.lock(
-                        fh, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
-                    )
-                    break
-                except portalocker.LockException:
-                    if time.monotonic() >= deadline:
-                        raise DbGuardError(
-                            f"{self.directory}: another dbguard process has held the catalog "
-                            f"for {timeout:.0f} s; try again when it finishes"
-                        ) from None
-                    time.sleep(0.02)
+        with locks.exclusive(self.directory / _LOCK_NAME, timeout,
+                             f"{self.directory}: another dbguard process has held the catalog "
+                             f"for {timeout:.0f} s; try again when it finishes"):
             yield
-        finally:
-            fh.close()
 
     # -- pins -----------------------------------------------------------------------
 

@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import portalocker
+from typing import IO, Any
 
 from dbguard_plugin.errors import UnsafePathError
 from dbguard_plugin.files import open_private, private_dir
+from dbguard_plugin.locks import try_lock, unlock
 from dbguard_plugin.status import (
     HolderStatus,
     StatusPublisher,
@@ -30,9 +29,6 @@ from dbguard_plugin.status import (
     remove_stale,
     status_path,
 )
-
-_SHARED = portalocker.LockFlags.SHARED | portalocker.LockFlags.NON_BLOCKING
-_EXCLUSIVE = portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING
 
 # Another process's probe holds the lock exclusive for a few microseconds; a bot that
 # meets one retries this long before it calls the lease busy.
@@ -70,19 +66,17 @@ class _Lock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: object | None = None
+        self._file: IO[bytes] | None = None
 
     @property
     def held(self) -> bool:
         return self._file is not None
 
-    def take(self, flags: portalocker.LockFlags) -> bool:
+    def take(self, *, shared: bool) -> bool:
         if self._file is not None:
             return True
         fh = os.fdopen(open_private(self.path), "r+b")
-        try:
-            portalocker.lock(fh, flags)
-        except portalocker.LockException:
+        if not try_lock(fh, shared=shared):
             fh.close()
             return False
         self._file = fh
@@ -92,8 +86,8 @@ class _Lock:
         fh, self._file = self._file, None
         if fh is not None:
             with contextlib.suppress(Exception):
-                portalocker.unlock(fh)  # type: ignore[arg-type]
-            fh.close()  # type: ignore[attr-defined]
+                unlock(fh)
+            fh.close()
 
     def free(self) -> bool:
         """True when nobody holds the lock; takes it exclusive for an instant to know.
@@ -103,7 +97,7 @@ class _Lock:
         """
         probe = _Lock(self.path)
         deadline = time.monotonic() + _PROBE_GRACE
-        while not probe.take(_EXCLUSIVE):
+        while not probe.take(shared=False):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.002)
@@ -140,7 +134,7 @@ class Lease:
         deadline = time.monotonic() + max(timeout, _PROBE_GRACE)
         delay = 0.001
         while True:
-            if self._orders.take(_SHARED):
+            if self._orders.take(shared=True):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -153,7 +147,7 @@ class Lease:
     def hold_session(self) -> bool:
         self.prepare()
         deadline = time.monotonic() + _PROBE_GRACE
-        while not self._session.take(_SHARED):
+        while not self._session.take(shared=True):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.001)
@@ -173,7 +167,7 @@ class Lease:
         self.prepare()
         deadline = time.monotonic() + timeout
         delay = 0.005
-        while not self._operation.take(_EXCLUSIVE):
+        while not self._operation.take(shared=False):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(delay)

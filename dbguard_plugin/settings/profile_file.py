@@ -18,17 +18,16 @@ import dataclasses
 import os
 import re
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import platformdirs
-import portalocker
 import tomli_w
 
-from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError
+from dbguard_plugin import locks
+from dbguard_plugin.errors import ConfigError, UnsafePathError
 from dbguard_plugin.files import open_private, private_dir, write_atomic
 from dbguard_plugin.settings.profiles import (
     Profile,
@@ -189,23 +188,10 @@ class ProfileFile:
         directory = self.path.parent
         if not directory.exists():
             private_dir(directory)
-        fh = os.fdopen(open_private(directory / f".{self.path.name}.lock"), "r+b")
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    portalocker.lock(fh, portalocker.LockFlags.EXCLUSIVE
-                                     | portalocker.LockFlags.NON_BLOCKING)
-                    break
-                except portalocker.LockException:
-                    if time.monotonic() >= deadline:
-                        raise DbGuardError(f"{self.path}: another dbguard process has been "
-                                           f"changing the profiles for {timeout:.0f} s; try "
-                                           "again when it finishes") from None
-                    time.sleep(0.02)
+        with locks.exclusive(directory / f".{self.path.name}.lock", timeout,
+                             f"{self.path}: another dbguard process has been changing the "
+                             f"profiles for {timeout:.0f} s; try again when it finishes"):
             yield
-        finally:
-            fh.close()
 
     def _write(self, contents: Contents) -> None:
         """Replace the file with *contents*; call with the lock held."""
