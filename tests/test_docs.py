@@ -74,7 +74,7 @@ SIGNAL_ATTRIBUTES = {
     if any(value is signal for signal in signals.ALL)
 }
 
-COMMANDS = sorted(cli.cli.commands)
+COMMANDS = sorted(cli.COMMANDS)
 
 EXIT_CODES = {
     "ok": cli.EXIT_OK,
@@ -204,10 +204,19 @@ def _options(command: click.Command) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_lists_each_command_with_its_own_first_line(command: str) -> None:
+    """``dbguard --help`` lists the commands from cli.COMMANDS without importing them:
+    each line there must be the first line of the command's own help."""
+    target = cli.cli.get_command(click.Context(cli.cli), command)
+    assert target is not None and target.name == command
+    assert cli.COMMANDS[command][1] == target.get_short_help_str(limit=200)
+
+
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_command_options_are_documented(command: str) -> None:
     text = (DOCS / "cli.rst").read_text(encoding="utf-8")
-    target = cli.cli.commands[command] if command else cli.cli
+    target = cli.cli.get_command(click.Context(cli.cli), command) if command else cli.cli
     missing = [opt for opt in _options(target) if f"``{opt}" not in text]
     assert not missing, f"docs/cli.rst does not document {missing} of dbguard {command}"
 

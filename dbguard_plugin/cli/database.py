@@ -2,9 +2,9 @@
 profile), opened as a Guard after an interrupted operation is finished or undone.
 
 The command modules import their operations where a command runs, not at the top: the
-guard's modules (the catalog and the lease with portalocker, the plugin manager with
-pluggy, the engines) cost about 0.1 s that ``dbguard --help`` and shell completion,
-which import every command, do not need.
+guard's modules (the catalog, the lease, the plugin manager with pluggy, the engines)
+cost about 0.1 s that ``dbguard --help`` and shell completion, which import every
+command module, do not need.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def open_guard(recover: bool = True) -> Guard:
 
 def _profile_database(name: str | None) -> bool:
     """True when the selected (or active) profile names its own database."""
-    # why here: the profiles file's lock (portalocker) is costly; see the docstring
+    # why here: the profiles file's modules are costly; see the docstring
     from dbguard_plugin.settings.profile_file import ProfileFile
 
     store = ProfileFile.locate(None)
