@@ -1,7 +1,7 @@
 """dbguard: guards a trading bot's database while it trades.
 
 The names below are loaded on first use, so that ``dbguard --help`` or a host importing
-the events does not pay for the guard, SQLAlchemy and the engines.
+the events does not pay for the events, the guard, SQLAlchemy and the engines.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from dbguard_plugin import renamed
-from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo
 from dbguard_plugin.version import __version__
 
 if TYPE_CHECKING:
     from dbguard_plugin.core.guard import Guard
+    from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo
     from dbguard_plugin.plugin.hookspecs import hookimpl
     from dbguard_plugin.verdict import Verdict
 
@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Operation": "dbguard_plugin.events",
+    "OrderEvent": "dbguard_plugin.events",
+    "OrderKind": "dbguard_plugin.events",
+    "SessionInfo": "dbguard_plugin.events",
     "Guard": "dbguard_plugin.core.guard",
     "Verdict": "dbguard_plugin.verdict",
     "hookimpl": "dbguard_plugin.plugin.hookspecs",

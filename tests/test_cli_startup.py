@@ -90,10 +90,31 @@ def test_check_restore_through_a_file_uri_imports_no_sqlalchemy(imported, idle_d
     assert heavy(modules) == []
 
 
+#: What ``status`` and ``check`` never need: the other commands, the SQLite engine's
+#: backup machinery, recovery's deciding (no journal here) and portalocker, whose import
+#: looks its own version up (dbguard takes its locks with flock on POSIX).
+NOT_FOR_STATUS = ("dbguard_plugin.cli.demo", "dbguard_plugin.cli.profile",
+                  "dbguard_plugin.cli.restore", "dbguard_plugin.engines.sqlite",
+                  "dbguard_plugin.operations.settle", "dbguard_plugin.operations.move",
+                  "dbguard_plugin.operations.restore", "portalocker")
+
+
+@pytest.mark.parametrize("args", [["status", "--json"], ["check", "restore"]],
+                         ids=["status", "check"])
+def test_status_and_check_import_only_what_they_use(imported, idle_db, args) -> None:
+    code, stdout, modules = imported(*args, "--db", idle_db)
+    assert code == 0, stdout
+    assert "dbguard_plugin.core.guard" in modules
+    assert [m for m in modules if m.startswith(NOT_FOR_STATUS)] == []
+
+
 def test_help_imports_neither_the_guard_nor_sqlalchemy(imported) -> None:
     code, stdout, modules = imported("--help")
     assert code == 0
     assert "restore" in stdout
     assert "dbguard_plugin.core.guard" not in modules
     assert not [m for m in modules if m.startswith("dbguard_plugin.operations")]
+    # the listing comes from cli.COMMANDS: no command's module is imported
+    assert not [m for m in modules if m.startswith("dbguard_plugin.cli.")
+                and m != "dbguard_plugin.cli.options"]
     assert heavy(modules) == []

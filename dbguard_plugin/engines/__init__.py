@@ -4,7 +4,9 @@
 MariaDB. An engine imports catalog and the shared values, never the guard. The rest of
 dbguard chooses an engine only here: every entry point below takes any database and
 imports the server engine only for a server one (it loads SQLAlchemy and a driver,
-about 0.4 s that a SQLite bot never needs).
+about 0.4 s that a SQLite bot never needs), and the SQLite engine's backup, verify and
+preview modules only when a backup is made or read: ``dbguard status`` and ``check``,
+which every operator and cron job runs, never need them.
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ from dbguard_plugin.engines.preview import (
     Preview,
 )
 from dbguard_plugin.engines.server.params import server_kind
-from dbguard_plugin.engines.sqlite import backup as sqlite_backup
-from dbguard_plugin.engines.sqlite.preview import compute
-from dbguard_plugin.engines.sqlite.verify import checked_copy
 from dbguard_plugin.engines.verify import VerifyResult, verify_checksum
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.location import DatabaseLocation
@@ -67,7 +66,10 @@ def check_source(location: DatabaseLocation) -> None:
     """Refuse early when there is nothing to back up (NothingToBackUp) or the database
     cannot be backed up (BackupUnsupported); a server is asked only by its backup."""
     if not is_server(location):
-        sqlite_backup.check_source(location)
+        # why here: the SQLite engine's backup modules, only when a backup is made
+        from dbguard_plugin.engines.sqlite.backup import check_source as check_file
+
+        check_file(location)
 
 
 def server_backup(
@@ -96,8 +98,10 @@ def create_backup(
                               "trading_state": trading_state, "progress": progress}
     if is_server(location):
         return server_backup(location, catalog, reason, **common)
-    return sqlite_backup.create_backup(location, catalog, reason,
-                                       keep_damaged=keep_damaged, **common)
+    # why here: as in check_source
+    from dbguard_plugin.engines.sqlite.backup import create_backup as copy_into
+
+    return copy_into(location, catalog, reason, keep_damaged=keep_damaged, **common)
 
 
 # -- verification ----------------------------------------------------------------------
@@ -109,6 +113,9 @@ def verify_backup(
     """Recompute the sha256, then run *level* on the SQLite file (a server dump: its
     tool's own check); never raises for a bad file. A SQLite backup is read once."""
     if not _is_server_backup(manifest):
+        # why here: the SQLite engine's verify modules, only when a backup is read
+        from dbguard_plugin.engines.sqlite.verify import checked_copy
+
         with checked_copy(catalog, manifest, level) as (result, _plain):
             return result
     result = verify_checksum(catalog, manifest)
@@ -142,6 +149,9 @@ def verified_copy(
     one read of its stored file, and the plain SQLite file it checked, while the block
     runs: a compressed backup's private decompressed copy, or the stored file itself.
     Reading and writing from it uses exactly the bytes that were verified."""
+    # why here: as in verify_backup
+    from dbguard_plugin.engines.sqlite.verify import checked_copy
+
     with checked_copy(catalog, manifest, level) as (result, plain):
         if plain is None or not result.ok:
             raise _refusal(catalog, result, record, nothing_was)
@@ -180,5 +190,8 @@ def preview_restore(
     live = location.sqlite_path
     if live is None:
         return server_preview(location, catalog, manifest)
+    # why here: the SQLite engine's preview module, only when a restore is previewed
+    from dbguard_plugin.engines.sqlite.preview import compute
+
     with verified_copy(catalog, manifest, "quick_check") as plain:
         return compute(live, plain, open_orders, open_trades, rows_lost=rows_lost)
