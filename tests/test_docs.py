@@ -19,6 +19,7 @@ from rst_blocks import code_blocks
 
 from dbguard_plugin import cli, signals
 from dbguard_plugin.plugin import hookspecs
+from dbguard_plugin.settings import config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -314,3 +315,10 @@ def test_shell_completion_is_documented_and_works(run_cli, child_env) -> None:
     completed = run_cli(env=child_env(_DBGUARD_COMPLETE="bash_complete",
                                       COMP_WORDS="dbguard pro", COMP_CWORD="1"))
     assert completed.stdout.split() == ["plain,profile"]
+
+
+@pytest.mark.parametrize("key", sorted(config._VALIDATORS))
+def test_config_key_is_documented(key: str) -> None:
+    """Every key the config file accepts has its row in docs/configuration.rst."""
+    text = (DOCS / "configuration.rst").read_text(encoding="utf-8")
+    assert f"   * - ``{key}``" in text, f"docs/configuration.rst does not document {key}"

@@ -24,6 +24,7 @@ from typing import Any
 from dbguard_plugin import locks
 from dbguard_plugin.catalog.codecs import SUFFIXES
 from dbguard_plugin.catalog.manifest import ID_PATTERN, Manifest
+from dbguard_plugin.catalog.repository import DIRECTORY as REPOSITORY_DIR
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.files import (
@@ -105,7 +106,10 @@ def data_file(backup_id: str, backend: str, compression: str) -> str:
 
 
 def expected_file(manifest: Manifest) -> str:
-    """The only data file name a manifest may name: its id plus the compression's suffix."""
+    """The only data file name a manifest may name: its id plus the compression's suffix
+    (none for a backup in the repository: its chunks are its data)."""
+    if manifest.storage == "repository":
+        return ""
     return data_file(manifest.id, manifest.backend, manifest.compression)
 
 
@@ -269,6 +273,13 @@ class Catalog:
         validate_id(manifest.file)
         return self._inside(manifest.file)
 
+    def location_of(self, manifest: Manifest) -> Path:
+        """Where backup *manifest*'s data is: its file, or the repository its chunks
+        are in (for messages and listings; reading goes through the engine)."""
+        if manifest.storage == "repository":
+            return self.directory / REPOSITORY_DIR
+        return self.data_path(manifest)
+
     def _inside(self, name: str) -> Path:
         path = self.directory / name
         with contextlib.suppress(FileNotFoundError):
@@ -291,6 +302,10 @@ class Catalog:
         """The manifests that cannot be trusted, by file name, each with why. They are
         never used (listed, restored, pruned, counted as verified): an operator decides."""
         return self._scan()[1]
+
+    def scan(self) -> tuple[list[Manifest], list[Damaged]]:
+        """The sound manifests (oldest first) and the damaged ones, in one listing."""
+        return self._scan()
 
     def _scan(self) -> tuple[list[Manifest], list[Damaged]]:
         found: list[Manifest] = []
@@ -350,6 +365,8 @@ class Catalog:
             os.unlink(self.manifest_path(manifest.id))
         fsync_dir(self.directory)
         reach("prune:manifest-deleted")
+        if manifest.storage == "repository":
+            return  # its chunks go when no manifest references them (Repository.collect)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.data_path(manifest))
 

@@ -6,6 +6,7 @@ pinned.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from datetime import datetime, timezone
 
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.catalog.repository import Collected, Repository
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,4 +85,24 @@ def prune(
             for manifest in doomed:
                 catalog.delete(manifest)
             catalog.cleanup()
+            collect(catalog)
         return doomed
+
+
+def collect(catalog: Catalog) -> Collected | None:
+    """Collect the repository's chunks that no manifest references any more (call with
+    the catalog lock held). Not while a manifest is damaged: what it referenced cannot
+    be known, and its backup is kept for an operator to look at."""
+    repository = Repository.of(catalog.directory)
+    if not repository.exists():
+        return None
+    backups, damaged = catalog.scan()
+    if damaged:
+        log.warning("dbguard: repository chunks not collected in %s: %d damaged "
+                    "manifests ('dbguard backups' lists them)", catalog.directory,
+                    len(damaged))
+        return None
+    collected = repository.collect({c for m in backups for c in m.chunks})
+    if collected.deferred:
+        log.info("dbguard: repository collection deferred: %s", collected.deferred)
+    return collected

@@ -41,7 +41,7 @@ def backup(reason: str) -> None:
     kind, note = (reason, "") if reason in REASONS else ("manual", reason)
     with LazyBar("backing up", enabled=progress_shown()) as bar:
         manifest = guard.backup(kind, note=note, progress=bar)
-    path = guard.catalog.data_path(manifest)
+    path = guard.catalog.location_of(manifest)
     emit(
         {**manifest.as_dict(), "path": str(path)},
         f"backup {manifest.id} verified: {size(manifest.size)}, "
@@ -83,7 +83,11 @@ def _row(guard: Guard, m: Manifest) -> dict[str, Any]:
     return {
         "id": m.id, "time": m.created, "reason": m.reason, "size": m.size,
         "sha256": m.sha256, "verified": m.verified,
-        "path": str(guard.catalog.directory / m.file), "note": m.note,
+        "path": str(guard.catalog.directory / m.file if m.file
+                    else guard.catalog.location_of(m)),
+        "note": m.note, "storage": m.storage,
+        # what this backup added to the repository; a data file is all its own
+        "added": m.added if m.storage == "repository" else m.size,
     }
 
 

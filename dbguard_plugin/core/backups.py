@@ -51,7 +51,8 @@ class Backups:
         self.last_attempt = time.time()
         settings = BackupSettings(compression=self.config.compression,
                                   busy_timeout=self.config.busy_timeout,
-                                  method=self.config.backup_method)
+                                  method=self.config.backup_method,
+                                  storage=self.config.storage)
         try:
             manifest = create_backup(
                 self.location, self.catalog, reason, settings=settings,
@@ -62,7 +63,7 @@ class Backups:
             raise
         self.last_backup = time.time()
         signals.notify(signals.backup_finished, self.sender, manifest=manifest,
-                       path=self.catalog.data_path(manifest))
+                       path=self.catalog.location_of(manifest))
         try:
             self.prune(keep=keep)
         except (DbGuardError, OSError) as exc:

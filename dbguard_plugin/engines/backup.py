@@ -46,6 +46,9 @@ class BackupSettings:
     #: back to "backup-api", SQLite's page-by-page backup, where that cannot be done.
     method: str = "snapshot"
     busy_timeout: float = 30.0
+    #: "files": one data file per backup; "repository": chunks in the deduplicated
+    #: repository (catalog/repository.py), each stored once.
+    storage: str = "files"
 
 
 def checked_settings(reason: str, settings: BackupSettings | None) -> BackupSettings:

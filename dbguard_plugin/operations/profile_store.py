@@ -22,11 +22,13 @@ from dbguard_plugin import signals
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.catalog.codecs import file_digest
 from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.catalog.repository import Repository
 from dbguard_plugin.core import generation
 from dbguard_plugin.core.guard import Guard
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.engines import verify_or_refuse
 from dbguard_plugin.engines.sqlite.backup import NothingToBackUp, Progress
+from dbguard_plugin.engines.sqlite.stored import opened_backup
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.files import fsync_dir, open_private, replace, write_atomic
@@ -286,6 +288,21 @@ def _same_directory(one: str | None, other: str | None) -> bool:
         os.path.realpath(os.path.expanduser(other))
 
 
+def _copy_chunks(source: Catalog, target: Catalog, manifest: Manifest) -> Manifest:
+    """A repository backup into *target*'s repository (with the lock held): its chunks
+    reassembled and checked, then stored there (only those the target lacks)."""
+    with opened_backup(source, manifest) as plain:
+        stored = Repository.of(target.directory).store(plain, manifest.compression)
+    if stored.raw_sha256 != manifest.raw_sha256:
+        raise VerificationError(f"the copy of backup {manifest.id} in {target.directory} "
+                                "does not match its manifest; nothing was copied")
+    copied = dataclasses.replace(manifest, chunks=stored.chunks, size=stored.size,
+                                 added=stored.added,
+                                 chunk_size=Repository.of(target.directory).chunk_size)
+    target.write_manifest(copied)
+    return copied
+
+
 def copy_backup(source: Catalog, target: Catalog, manifest: Manifest) -> Manifest:
     """Copy a backup between catalogs: checked, fsynced, renamed, its manifest last."""
     if os.path.realpath(source.directory) == os.path.realpath(target.directory):
@@ -298,6 +315,8 @@ def copy_backup(source: Catalog, target: Catalog, manifest: Manifest) -> Manifes
                 return manifest
             raise DbGuardError(f"{target.directory} already holds a different backup "
                                f"{manifest.id}; nothing was copied")
+        if manifest.storage == "repository":
+            return _copy_chunks(source, target, manifest)
         tmp = target.directory / f"{TMP_PREFIX}{manifest.file}"
         fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "wb") as out, open(source.data_path(manifest), "rb") as src:

@@ -11,8 +11,9 @@ from pathlib import Path
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.engines.sqlite.backup import Progress, opened_copy, sqlite_uri
+from dbguard_plugin.engines.sqlite.backup import Progress, sqlite_uri
 from dbguard_plugin.engines.sqlite.facts import check, row_counts, schema_fingerprint
+from dbguard_plugin.engines.sqlite.stored import opened_backup
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.operations.replacement import RestoreError
 
@@ -119,7 +120,6 @@ def post_check(live: Path, manifest: Manifest, level: str,
 
 def put_back(catalog: Catalog, safety: Manifest, live: Path, busy_timeout: float) -> None:
     """Write safety backup *safety* into *live* the same way, and check it."""
-    with opened_copy(catalog.data_path(safety), safety.compression,
-                     catalog.directory) as plain:
+    with opened_backup(catalog, safety) as plain:
         counts = write_into(live, plain, busy_timeout)
     post_check(live, safety, "quick_check", counts)

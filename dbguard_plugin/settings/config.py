@@ -52,6 +52,7 @@ class Config:
     require_backup_before_session: bool | None = None
     compression: str = "none"
     backup_method: str = "snapshot"
+    storage: str = "files"
     keep_last: int = 10
     keep_daily: int = 7
     keep_weekly: int = 4
@@ -315,6 +316,12 @@ def _backup_method(source: str, key: str, value: Any) -> str:
     return str(value)
 
 
+def _storage(source: str, key: str, value: Any) -> str:
+    if value not in ("files", "repository"):
+        raise _bad(source, key, value, "one of files, repository")
+    return str(value)
+
+
 def _count(minimum: int) -> Callable[[str, str, Any], int]:
     def check(source: str, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= 10_000:
@@ -386,6 +393,7 @@ _VALIDATORS: dict[str, Callable[[str, str, Any], Any]] = {
     "require_backup_before_session": _optional_bool,
     "compression": _compression,
     "backup_method": _backup_method,
+    "storage": _storage,
     "keep_last": _count(1),
     "keep_daily": _count(0),
     "keep_weekly": _count(0),

@@ -33,6 +33,7 @@ from dbguard_plugin.catalog.codecs import (
     file_digest,
 )
 from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.catalog.repository import Repository
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.engines.backup import (
     BackupError,
@@ -122,11 +123,15 @@ def create_backup(
         try:
             copy = _checked_copy(source, raw_tmp, catalog.directory, location, settings,
                                  progress, keep_damaged)
-            stored = _store(raw_tmp, backup_id, catalog, settings.compression, progress,
-                            copy, leftovers)
+            if settings.storage == "repository":
+                stored, fields = _into_repository(raw_tmp, catalog, settings, progress)
+            else:
+                stored = _store(raw_tmp, backup_id, catalog, settings.compression,
+                                progress, copy, leftovers)
+                fields = {}
             manifest = _manifest(request, backup_id, started, copy, stored,
                                  compression=settings.compression,
-                                 duration_s=round(time.monotonic() - clock, 3))
+                                 duration_s=round(time.monotonic() - clock, 3), **fields)
             catalog.write_manifest(manifest)
             reach("backup:manifested")
             return manifest
@@ -192,6 +197,19 @@ def _store(raw_tmp: Path, backup_id: str, catalog: Catalog, compression: str,
     catalog.place(stored_tmp, final_name)
     reach("backup:renamed")
     return _Stored(final_name, size, sha)
+
+
+def _into_repository(raw_tmp: Path, catalog: Catalog, settings: BackupSettings,
+                     progress: Progress | None) -> tuple[_Stored, dict[str, Any]]:
+    """Store the checked copy's chunks the repository lacks (durable on return), then
+    drop the copy: the manifest written next is what makes the backup exist."""
+    stored = Repository.of(catalog.directory).store(raw_tmp, settings.compression, progress)
+    reach("backup:chunked")
+    os.unlink(raw_tmp)
+    return (_Stored("", stored.size, stored.raw_sha256),
+            {"storage": "repository", "chunks": stored.chunks,
+             "chunk_size": Repository.of(catalog.directory).chunk_size,
+             "added": stored.added})
 
 
 def _manifest(request: Request, backup_id: str, started: float, copy: _Copy,

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbguard_plugin.catalog import Catalog
-from dbguard_plugin.engines.sqlite.backup import file_digest, opened_copy, sqlite_uri
+from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.engines.sqlite.backup import file_digest, sqlite_uri
 from dbguard_plugin.engines.sqlite.facts import content_digest
+from dbguard_plugin.engines.sqlite.stored import opened_backup
 from dbguard_plugin.errors import DbGuardError
 
 
@@ -75,19 +77,33 @@ def of_backup(catalog: Catalog, backup_id: str, sha256: str = "") -> Found:
         return EMPTY
     try:
         manifest = catalog.get(backup_id)
-        stored = catalog.data_path(manifest)
-        _size, actual = file_digest(stored)
+    except (DbGuardError, OSError) as exc:
+        return Found(None, f"backup {backup_id} cannot be read ({exc})")
+    if manifest.storage == "repository":
+        expected = sha256 or manifest.sha256
+        if expected != manifest.sha256:
+            return Found(None, f"backup {backup_id} is not the one the operation used "
+                               f"(sha256 {manifest.sha256[:16]}..., recorded "
+                               f"{expected[:16]}...)")
+        return _content(catalog, manifest)
+    try:
+        _size, actual = file_digest(catalog.data_path(manifest))
     except (DbGuardError, OSError) as exc:
         return Found(None, f"backup {backup_id} cannot be read ({exc})")
     expected = sha256 or manifest.sha256
     if actual != expected:
         return Found(None, f"backup {backup_id}'s file changed since the operation used it "
                            f"(sha256 {actual[:16]}..., recorded {expected[:16]}...)")
+    return _content(catalog, manifest)
+
+
+def _content(catalog: Catalog, manifest: Manifest) -> Found:
+    """The content digest of backup *manifest* (its chunks are checked as they are read)."""
     try:
-        with opened_copy(stored, manifest.compression, catalog.directory) as plain:
+        with opened_backup(catalog, manifest) as plain:
             return Found(_digest(plain, "ro", 30.0))
     except (DbGuardError, OSError, sqlite3.DatabaseError) as exc:
-        return Found(None, f"backup {backup_id} cannot be read ({exc})")
+        return Found(None, f"backup {manifest.id} cannot be read ({exc})")
 
 
 def _digest(path: Path, mode: str, busy_timeout: float) -> str:

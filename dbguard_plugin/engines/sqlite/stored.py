@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from dbguard_plugin.catalog import TMP_PREFIX
+from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.catalog.codecs import CHUNK, decompressing
+from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.catalog.repository import Repository
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.files import open_private
 
@@ -137,4 +139,40 @@ def opened_copy(stored: Path, compression: str, scratch_dir: Path) -> Iterator[P
         if tmp != stored:
             with open(stored, "rb") as src, _rewritten(tmp) as out:
                 decompress(stored, src, out, compression)
+        yield tmp
+
+
+def read_repository(catalog: Catalog, manifest: Manifest, plain: Path) -> ReadCopy:
+    """Reassemble the repository backup *manifest* into *plain* (made by
+    :func:`scratch`), every chunk checked against its id as it is read; a missing or
+    damaged chunk is kept as the copy's *failure*, naming the chunk."""
+    repository = Repository.of(catalog.directory)
+    failure: Exception | None = None
+    with repository.reading(), _rewritten(plain) as out_file:
+        out = _Hashing(out_file)
+        try:
+            repository.read_into(manifest.chunks, out)  # type: ignore[arg-type]
+        except VerificationError as exc:
+            failure = VerificationError(f"backup {manifest.id}: {exc}")
+    sha = out.digest.hexdigest()
+    return ReadCopy(plain, out.size, sha, sha, out.head, failure)
+
+
+@contextlib.contextmanager
+def opened_backup(catalog: Catalog, manifest: Manifest) -> Iterator[Path]:
+    """The plain SQLite file of backup *manifest*, whatever its storage: its data file
+    (or a decompressed scratch copy), or its chunks reassembled into a scratch copy."""
+    if manifest.storage != "repository":
+        with opened_copy(catalog.data_path(manifest), manifest.compression,
+                         catalog.directory) as plain:
+            yield plain
+        return
+    with scratch(catalog.location_of(manifest) / manifest.id, "repository",
+                 catalog.directory) as tmp:
+        copy = read_repository(catalog, manifest, tmp)
+        if copy.failure is not None:
+            raise copy.failure
+        if copy.sha256 != manifest.raw_sha256:
+            raise VerificationError(f"backup {manifest.id}: its chunks do not reassemble "
+                                    "the content its manifest names")
         yield tmp

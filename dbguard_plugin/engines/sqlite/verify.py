@@ -17,7 +17,13 @@ from dbguard_plugin.catalog.codecs import file_digest
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.engines.sqlite.backup import sqlite_uri
 from dbguard_plugin.engines.sqlite.facts import check, schema_fingerprint
-from dbguard_plugin.engines.sqlite.stored import SQLITE_MAGIC, ReadCopy, read_into, scratch
+from dbguard_plugin.engines.sqlite.stored import (
+    SQLITE_MAGIC,
+    ReadCopy,
+    read_into,
+    read_repository,
+    scratch,
+)
 from dbguard_plugin.engines.verify import VerifyResult, digest_problems, located
 from dbguard_plugin.errors import UnsafePathError
 
@@ -29,6 +35,10 @@ def checked_copy(
     """The SQLite backup *manifest* verified in one read of its stored file, and its
     plain content while the block runs: the bytes that were checked (a private scratch
     copy of a compressed backup, the stored file otherwise); None when there is none."""
+    if manifest.storage == "repository":
+        with _reassembled(catalog, manifest, level) as checked:
+            yield checked
+        return
     where = located(catalog, manifest)
     if not where.ok:
         yield where, None
@@ -42,6 +52,28 @@ def checked_copy(
             yield VerifyResult(manifest, where.path, problems or (f"{path}: {exc}",)), None
             return
         yield verify_read(manifest, path, plain, level), plain
+
+
+@contextlib.contextmanager
+def _reassembled(catalog: Catalog, manifest: Manifest,
+                 level: str) -> Iterator[tuple[VerifyResult, Path | None]]:
+    """A repository backup: its chunks rehashed as they are reassembled into a scratch
+    copy, then the same checks as a data file's on that copy."""
+    where = catalog.location_of(manifest) / manifest.id
+    with contextlib.ExitStack() as stack:
+        try:
+            plain = stack.enter_context(scratch(where, "repository", catalog.directory))
+            copy = read_repository(catalog, manifest, plain)
+        except (UnsafePathError, OSError) as exc:  # no room, or a symlink, for the copy
+            yield VerifyResult(manifest, str(where), (f"{where}: {exc}",)), None
+            return
+        problems: tuple[str, ...] = ()
+        if copy.failure is None and (copy.size, copy.sha256) != (manifest.raw_size,
+                                                                 manifest.raw_sha256):
+            problems = (f"{where}: its chunks do not reassemble the content the manifest "
+                        "names",)
+        yield VerifyResult(manifest, str(where), problems or content_problems(
+            manifest, where, copy, level)), plain
 
 
 def verify_read(manifest: Manifest, path: Path, plain: Path, level: str) -> VerifyResult:

@@ -1,0 +1,247 @@
+"""The deduplicated repository (``storage = "repository"``): each backup writes only the
+chunks the repository lacks, every backup restores on its own, a damaged chunk names
+every backup that needs it, and prune collects what no manifest references, also when
+killed at any step.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_runs import Cli
+
+from dbguard_plugin.catalog.repository import Repository, read_index
+
+CRASH_ENV = "DBGUARD_CRASH_AT"
+
+
+def make_bot_db(path: Path, rows: int) -> None:
+    """A bot's database in WAL mode: trades and orders, with a pad so it spans pages."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, pair TEXT, "
+                     "is_open INTEGER, pad TEXT)")
+        conn.execute("CREATE INDEX trades_pair ON trades (pair)")
+        conn.executemany("INSERT INTO trades (pair, is_open, pad) VALUES (?, 0, ?)",
+                         [(f"P{i % 40}/USDT", "x" * 300) for i in range(rows)])
+
+
+def add_trades(path: Path, count: int) -> int:
+    """A trading session's worth of new trades; the row count afterwards."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executemany("INSERT INTO trades (pair, is_open, pad) VALUES (?, 0, ?)",
+                         [(f"P{i % 40}/USDT", "y" * 300) for i in range(count)])
+        return int(conn.execute("SELECT count(*) FROM trades").fetchone()[0])
+
+
+def count(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM trades").fetchone()[0])
+
+
+@pytest.fixture
+def repo_config(tmp_path: Path, db_url: str) -> list[str]:
+    """The CLI options of a bot whose dbguard keeps backups in the repository."""
+    path = tmp_path / "bot.json"
+    path.write_text(json.dumps({"dbguard": {"db_url": db_url, "storage": "repository",
+                                            "keep_last": 100, "keep_daily": 0,
+                                            "keep_weekly": 0}}))
+    return ["--config", str(path)]
+
+
+def backup(run_cli: Cli, where: list[str], **env: str) -> dict[str, Any]:
+    result = run_cli("backup", "--json", *where, env=env or None)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def catalog_of(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".dbguard") / "backups"
+
+
+def test_a_second_backup_writes_only_the_chunks_that_changed(
+        db_path: Path, run_cli: Cli, repo_config: list[str]) -> None:
+    make_bot_db(db_path, rows=6000)
+    first = backup(run_cli, repo_config)
+    assert first["storage"] == "repository"
+    assert first["file"] == ""
+    assert first["added"] == first["size"] > 0.9 * db_path.stat().st_size
+    add_trades(db_path, 30)
+    second = backup(run_cli, repo_config)
+    assert 0 < second["added"] < 0.1 * second["size"]
+    shared = set(first["chunks"]) & set(second["chunks"])
+    assert len(shared) >= 0.75 * len(first["chunks"])
+    # the repository holds each chunk once: both backups for little more than one
+    repository = Repository.of(catalog_of(db_path))
+    assert repository.stored_bytes() < 1.3 * second["size"]
+
+
+def test_every_backup_restores_its_own_rows_after_prune_collects(
+        db_path: Path, run_cli: Cli, repo_config: list[str]) -> None:
+    make_bot_db(db_path, rows=2000)
+    oldest = backup(run_cli, repo_config)["id"]
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.execute("UPDATE trades SET pad = ?", ("z" * 300,))  # every page rewritten
+    made = []
+    for _ in range(4):
+        rows = add_trades(db_path, 200)
+        made.append((backup(run_cli, repo_config)["id"], rows))
+    _keep_last(repo_config, 3)
+    before = Repository.of(catalog_of(db_path)).stored_bytes()
+    pruned = run_cli("prune", *repo_config)
+    assert pruned.returncode == 0, pruned.stderr
+    after = Repository.of(catalog_of(db_path)).stored_bytes()
+    # the oldest backup's pages are referenced by no backup left: its pack is gone
+    assert after < before - 0.5 * db_path.stat().st_size
+    for backup_id, rows in made[-3:]:
+        restored = run_cli("restore", backup_id, "--yes", *repo_config)
+        assert restored.returncode == 0, restored.stderr
+        assert count(db_path) == rows
+    for gone in (oldest, made[0][0]):
+        assert run_cli("restore", gone, "--yes", *repo_config).returncode != 0
+
+
+def _keep_last(where: list[str], last: int) -> None:
+    config = json.loads(Path(where[1]).read_text())
+    config["dbguard"]["keep_last"] = last
+    Path(where[1]).write_text(json.dumps(config))
+
+
+def test_a_damaged_chunk_names_every_backup_that_needs_it_and_only_those(
+        db_path: Path, run_cli: Cli, repo_config: list[str]) -> None:
+    make_bot_db(db_path, rows=3000)
+    first = backup(run_cli, repo_config)
+    add_trades(db_path, 100)
+    second = backup(run_cli, repo_config)
+    only_second = sorted(set(second["chunks"]) - set(first["chunks"]))
+    shared = sorted(set(first["chunks"]) & set(second["chunks"]))
+    assert only_second and shared
+    repository = Repository.of(catalog_of(db_path))
+    # a flipped byte in a chunk only the second backup has
+    _flip(repository, only_second[0])
+    verified = run_cli("verify", "--all", "--json", *repo_config)
+    assert verified.returncode == 4, verified.stdout + verified.stderr
+    bad = {r["id"] for r in json.loads(verified.stdout)["results"] if not r["ok"]}
+    assert bad == {second["id"]}
+    assert run_cli("restore", second["id"], "--yes", *repo_config).returncode == 4
+    assert run_cli("restore", first["id"], "--yes", *repo_config).returncode == 0
+    # then one both share: every backup that references it is named (the restore
+    # just made took a safety backup of the database, which has it too)
+    _flip(repository, shared[0])
+    verified = run_cli("verify", "--all", "--json", *repo_config)
+    assert verified.returncode == 4
+    named = {r["id"] for r in json.loads(verified.stdout)["results"] if not r["ok"]}
+    catalog = catalog_of(db_path)
+    assert named == {path.stem for path in catalog.glob("[!.]*.json")
+                     if shared[0] in _chunks_of(catalog, path.stem)}
+    assert {first["id"], second["id"]} <= named
+
+
+def _flip(repository: Repository, chunk: str) -> None:
+    blob = repository.index()[chunk]
+    path = repository.pack_path(blob.pack)
+    data = bytearray(path.read_bytes())
+    data[blob.offset + blob.length // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+BACKUP_POINTS = ("repository:pack-written", "repository:indexed", "backup:chunked",
+                 "backup:manifested")
+PRUNE_POINTS = ("prune:manifest-deleted", "gc:repacked", "gc:index-removed")
+
+
+@pytest.mark.parametrize("point", BACKUP_POINTS)
+def test_a_backup_killed_at_any_step_leaves_every_listed_backup_restorable(
+        point: str, db_path: Path, run_cli: Cli, repo_config: list[str],
+        child_env: Callable[..., dict[str, str]]) -> None:
+    make_bot_db(db_path, rows=2000)
+    first = backup(run_cli, repo_config)
+    add_trades(db_path, 500)
+    crashed = run_cli("backup", *repo_config, env=child_env(**{CRASH_ENV: point}))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    _every_listed_backup_verifies(run_cli, repo_config)
+    # the next prune leaves no pack that no manifest references
+    assert run_cli("prune", *repo_config).returncode == 0
+    _no_orphan_chunks(catalog_of(db_path), run_cli, repo_config)
+    assert run_cli("restore", first["id"], "--yes", *repo_config).returncode == 0
+
+
+@pytest.mark.parametrize("point", PRUNE_POINTS)
+def test_a_prune_killed_at_any_step_leaves_every_listed_backup_restorable(
+        point: str, db_path: Path, run_cli: Cli, repo_config: list[str],
+        child_env: Callable[..., dict[str, str]]) -> None:
+    make_bot_db(db_path, rows=1500)
+    backup(run_cli, repo_config)
+    # each backup rewrites all rows or most of them: the last one leaves the one
+    # before it a pack mostly of garbage, which prune rewrites (gc:repacked)
+    for pad, share in (("b", 0.7), ("c", 1.0), ("d", 0.7)):
+        with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+            conn.execute("UPDATE trades SET pad = ? WHERE id <= ?", (pad * 300,
+                                                                    int(1500 * share)))
+        backup(run_cli, repo_config)
+    _keep_last(repo_config, 1)
+    crashed = run_cli("prune", *repo_config, env=child_env(**{CRASH_ENV: point}))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    listed = _every_listed_backup_verifies(run_cli, repo_config)
+    assert run_cli("prune", *repo_config).returncode == 0
+    _no_orphan_chunks(catalog_of(db_path), run_cli, repo_config)
+    newest = listed[-1]
+    assert run_cli("restore", newest, "--yes", *repo_config).returncode == 0
+
+
+def _every_listed_backup_verifies(run_cli: Cli, where: list[str]) -> list[str]:
+    verified = run_cli("verify", "--all", "--json", *where)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    rows = json.loads(verified.stdout)["results"]
+    assert rows and all(r["ok"] for r in rows)
+    return [r["id"] for r in rows]
+
+
+def _no_orphan_chunks(catalog: Path, run_cli: Cli, where: list[str]) -> None:
+    listed = json.loads(run_cli("backups", "--json", *where).stdout)
+    referenced = {c for row in listed for c in _chunks_of(catalog, row["id"])}
+    repository = Repository.of(catalog)
+    stored: set[str] = set()
+    for idx in sorted(repository.packs_dir.glob("*/*.idx")):
+        stored |= set(read_index(idx))
+    assert referenced <= stored
+    leftovers = [p.name for p in repository.packs_dir.glob("*/*")
+                 if p.name.startswith(".tmp-")]
+    assert leftovers == []
+    # every pack still there holds at least one referenced chunk
+    for idx in repository.packs_dir.glob("*/*.idx"):
+        assert set(read_index(idx)) & referenced, idx.name
+
+
+def _chunks_of(catalog: Path, backup_id: str) -> list[str]:
+    return list(json.loads((catalog / f"{backup_id}.json").read_text())["chunks"])
+
+
+def test_a_file_backup_and_a_repository_backup_live_in_one_catalog(
+        db_path: Path, db_url: str, run_cli: Cli, repo_config: list[str]) -> None:
+    """Old catalogs keep working: a full-copy backup made before stays listed,
+    verifiable and restorable beside the repository's."""
+    make_bot_db(db_path, rows=800)
+    old = backup(run_cli, ["--db", db_url])
+    assert old["storage"] == "file"
+    rows = add_trades(db_path, 50)
+    new = backup(run_cli, repo_config)
+    _every_listed_backup_verifies(run_cli, repo_config)
+    assert run_cli("restore", old["id"], "--yes", *repo_config).returncode == 0
+    assert count(db_path) == 800
+    assert run_cli("restore", new["id"], "--yes", *repo_config).returncode == 0
+    assert count(db_path) == rows
+
+
+def test_a_damaged_pack_index_is_refused_with_its_name(tmp_path: Path) -> None:
+    idx = tmp_path / ("ab" * 16 + ".idx")
+    idx.write_text('{"pack": "' + "ab" * 16 + '", "blobs": [["../etc", 0, 1, 1, "none"]]}')
+    with pytest.raises(Exception, match=str(idx.name)):
+        read_index(idx)
