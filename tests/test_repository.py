@@ -18,6 +18,7 @@ import pytest
 from cli_runs import Cli
 
 from dbguard_plugin.catalog.repository import Repository, read_index
+from dbguard_plugin.errors import VerificationError
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
 
@@ -76,10 +77,11 @@ def test_a_second_backup_writes_only_the_chunks_that_changed(
     add_trades(db_path, 30)
     second = backup(run_cli, repo_config)
     assert 0 < second["added"] < 0.1 * second["size"]
-    shared = set(first["chunks"]) & set(second["chunks"])
-    assert len(shared) >= 0.75 * len(first["chunks"])
-    # the repository holds each chunk once: both backups for little more than one
     repository = Repository.of(catalog_of(db_path))
+    firsts = repository.chunks_of(first["chunk_list"])
+    shared = set(firsts) & set(repository.chunks_of(second["chunk_list"]))
+    assert len(shared) >= 0.75 * len(firsts)
+    # the repository holds each chunk once: both backups for little more than one
     assert repository.stored_bytes() < 1.3 * second["size"]
 
 
@@ -120,10 +122,11 @@ def test_a_damaged_chunk_names_every_backup_that_needs_it_and_only_those(
     first = backup(run_cli, repo_config)
     add_trades(db_path, 100)
     second = backup(run_cli, repo_config)
-    only_second = sorted(set(second["chunks"]) - set(first["chunks"]))
-    shared = sorted(set(first["chunks"]) & set(second["chunks"]))
-    assert only_second and shared
     repository = Repository.of(catalog_of(db_path))
+    firsts = set(repository.chunks_of(first["chunk_list"]))
+    seconds = set(repository.chunks_of(second["chunk_list"]))
+    only_second, shared = sorted(seconds - firsts), sorted(firsts & seconds)
+    assert only_second and shared
     # a flipped byte in a chunk only the second backup has
     _flip(repository, only_second[0])
     verified = run_cli("verify", "--all", "--json", *repo_config)
@@ -144,7 +147,7 @@ def test_a_damaged_chunk_names_every_backup_that_needs_it_and_only_those(
     assert {first["id"], second["id"]} <= named
 
 
-def _flip(repository: Repository, chunk: str) -> None:
+def _flip(repository: Repository, chunk: bytes) -> None:
     blob = repository.index()[chunk]
     path = repository.pack_path(blob.pack)
     data = bytearray(path.read_bytes())
@@ -208,7 +211,7 @@ def _no_orphan_chunks(catalog: Path, run_cli: Cli, where: list[str]) -> None:
     listed = json.loads(run_cli("backups", "--json", *where).stdout)
     referenced = {c for row in listed for c in _chunks_of(catalog, row["id"])}
     repository = Repository.of(catalog)
-    stored: set[str] = set()
+    stored: set[bytes] = set()
     for idx in sorted(repository.packs_dir.glob("*/*.idx")):
         stored |= set(read_index(idx))
     assert referenced <= stored
@@ -220,8 +223,11 @@ def _no_orphan_chunks(catalog: Path, run_cli: Cli, where: list[str]) -> None:
         assert set(read_index(idx)) & referenced, idx.name
 
 
-def _chunks_of(catalog: Path, backup_id: str) -> list[str]:
-    return list(json.loads((catalog / f"{backup_id}.json").read_text())["chunks"])
+def _chunks_of(catalog: Path, backup_id: str) -> list[bytes]:
+    """The backup's chunk list and the chunks it names."""
+    chunk_list = json.loads((catalog / f"{backup_id}.json").read_text())["chunk_list"]
+    repository = Repository.of(catalog)
+    return [bytes.fromhex(chunk_list), *repository.chunks_of(chunk_list)]
 
 
 def test_a_file_backup_and_a_repository_backup_live_in_one_catalog(
@@ -242,6 +248,9 @@ def test_a_file_backup_and_a_repository_backup_live_in_one_catalog(
 
 def test_a_damaged_pack_index_is_refused_with_its_name(tmp_path: Path) -> None:
     idx = tmp_path / ("ab" * 16 + ".idx")
-    idx.write_text('{"pack": "' + "ab" * 16 + '", "blobs": [["../etc", 0, 1, 1, "none"]]}')
-    with pytest.raises(Exception, match=str(idx.name)):
+    idx.write_bytes(b"DBGIDX1\n" + b"\x00" * 48)  # a torn entry: 48 of its 49 bytes
+    with pytest.raises(VerificationError, match=idx.name):
+        read_index(idx)
+    idx.write_bytes(b"DBGIDX1\n" + b"\x01" * 48 + b"\x09")  # codec 9: none such
+    with pytest.raises(VerificationError, match="codec 9"):
         read_index(idx)

@@ -74,11 +74,13 @@ class Manifest:
     verified: bool = True
     check: str = "quick_check"
     note: str = ""
-    #: "file": the backup is the data file ``file``; "repository": it is ``chunks``, in
-    #: order, in the catalog's deduplicated repository (``file`` is then empty, ``size``
-    #: the stored bytes of all its chunks and ``sha256`` the plain content's).
+    #: "file": the backup is the data file ``file``; "repository": it is the chunks its
+    #: ``chunk_list`` names, in the catalog's deduplicated repository (``file`` is then
+    #: empty, ``size`` the stored bytes of all its chunks, ``sha256`` the chunk list's
+    #: id, which commits to the content, and ``raw_sha256`` empty).
     storage: str = "file"
-    chunks: list[str] = field(default_factory=list)
+    chunk_list: str = ""
+    chunk_count: int = 0
     chunk_size: int = 0
     #: Stored bytes this backup added to the repository (the rest it shares).
     added: int = 0
@@ -187,13 +189,6 @@ def _tables(value: Any) -> str | None:
     return None
 
 
-def _chunks(value: Any) -> str | None:
-    if not isinstance(value, list) or not all(
-            isinstance(c, str) and _SHA256.match(c) for c in value):
-        return "a list of chunk ids (64 hex digits each)"
-    return None
-
-
 def _object(value: Any) -> str | None:
     return None if isinstance(value, dict) else "an object"
 
@@ -241,7 +236,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "check": _text(None, "a check level such as quick_check", 200),
     "note": _text(None, "a string", control=True),
     "storage": _one_of("file", "repository"),
-    "chunks": _chunks,
+    "chunk_list": lambda v: None if v == "" else _SHA(v),
+    "chunk_count": _whole(0),
     "chunk_size": _whole(0),
     "added": _whole(0),
     "format": _whole(1),

@@ -1,10 +1,12 @@
 """The deduplicated repository: a backup is an ordered list of chunks, each stored once.
 
 A SQLite file is made of fixed-size pages that change in place, so a backup cut into
-page-aligned chunks (64 KiB: every SQLite page size divides it) shares every unchanged
-chunk with the backups before it. Each chunk is content-addressed (its id is the sha256
-of its plain bytes) and stored once, optionally compressed, in a *pack*: a file of
-chunks written by one backup, with an *index* beside it naming each chunk's offset.
+page-sized chunks shares every unchanged page with the backups before it. Each chunk is
+content-addressed (its id is the sha256 of its plain bytes) and stored once, optionally
+compressed, in a *pack*: a file of chunks written by one backup, with a binary *index*
+beside it naming each chunk's place. A backup's ordered chunk ids are themselves stored
+as one more chunk, the *chunk list*, whose id the manifest holds (``chunk_list``): it
+commits to the whole content, as a sha256 of the file would.
 
 Layout, inside the catalog directory::
 
@@ -12,13 +14,13 @@ Layout, inside the catalog directory::
       config.json                 format, chunk size (fixed when the repository is made)
       lock                        readers hold it shared; collection deletes exclusive
       packs/ab/<pack>.pack        chunks, back to back
-      packs/ab/<pack>.idx         JSON: the pack's sha256 and [chunk id, offset, length,
-                                  plain length, codec] per chunk
+      packs/ab/<pack>.idx         "DBGIDX1\\n", then per chunk: id (32 bytes), offset
+                                  (8), stored length (4), plain length (4), codec (1)
 
 Durability, in order: a pack is written and fsynced, then its index, each under a
 ``.tmp-`` name renamed into place, the directory fsynced; only then does the backup's
-manifest (written by the catalog, fsynced last) reference the chunks. A crash leaves at
-most a pack no manifest references, which :meth:`Repository.collect` removes.
+manifest (written by the catalog, fsynced last) name the chunk list. A crash leaves at
+most packs no manifest references, which :meth:`Repository.collect` removes.
 
 Writers (a backup's :meth:`~Repository.store`, prune's :meth:`~Repository.collect`) run
 under the catalog lock, so a chunk written by a backup whose manifest is not written yet
@@ -35,12 +37,13 @@ import json
 import os
 import re
 import secrets
+import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, NamedTuple
 
 from dbguard_plugin import locks
 from dbguard_plugin.catalog.codecs import zstandard
@@ -55,8 +58,8 @@ FORMAT = 1
 #: an index takes its new entries on pages spread over the whole file. Pages of another
 #: size still deduplicate (a smaller page: several per chunk; a larger: several chunks).
 CHUNK_SIZE = 4096
-#: The file is read in blocks of this size and cut into chunks in memory.
-_READ = 1 << 20
+#: The file is read, and packs are written, in blocks of this size.
+_BLOCK = 1 << 20
 #: A pack is closed when it holds this many stored bytes.
 PACK_TARGET = 16 * 1024 * 1024
 #: Collection rewrites a pack whose unreferenced bytes exceed this share of it.
@@ -64,16 +67,18 @@ REPACK_SHARE = 0.5
 DIRECTORY = "repository"
 #: Per-chunk codecs: the catalog's compression setting -> the codec a chunk is stored with.
 CODECS = {"none": "none", "gzip": "zlib", "zstd": "zstd"}
+_CODEC_BYTES = ("none", "zlib", "zstd")
 
+_INDEX_MAGIC = b"DBGIDX1\n"
+_ENTRY = struct.Struct(">32sQIIB")
+_ID = 32
 _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
-_CHUNK_ID = re.compile(r"^[0-9a-f]{64}$")
 _TMP = ".tmp-"
 
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class Blob:
+class Blob(NamedTuple):
     """Where one chunk is stored: its pack, offset and stored length, plain length, codec."""
 
     pack: str
@@ -85,11 +90,11 @@ class Blob:
 
 @dataclass(frozen=True)
 class Stored:
-    """What :meth:`Repository.store` wrote: the chunk list, and the bytes it added."""
+    """What :meth:`Repository.store` wrote: the chunk list's id, and the bytes it added."""
 
-    chunks: list[str]
+    chunk_list: str
+    chunk_count: int
     raw_size: int
-    raw_sha256: str
     #: Stored bytes of every chunk the backup references (its own size, shared or not).
     size: int
     #: Stored bytes this backup added to the repository (0 when nothing changed).
@@ -112,7 +117,7 @@ class Repository:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.packs_dir = directory / "packs"
-        self._index: dict[str, Blob] | None = None
+        self._index: dict[bytes, Blob] | None = None
 
     @classmethod
     def of(cls, catalog_dir: Path) -> Repository:
@@ -123,7 +128,7 @@ class Repository:
 
     @property
     def chunk_size(self) -> int:
-        return int(self._config().get("chunk_size", CHUNK_SIZE))
+        return self._config_chunk_size()
 
     def prepare(self, chunk_size: int = CHUNK_SIZE) -> None:
         """Make the repository (0700 directories) with *chunk_size* if it is new."""
@@ -134,12 +139,12 @@ class Repository:
             write_atomic(self.directory / "config.json",
                          json.dumps(config, indent=1).encode() + b"\n", fsync=True)
 
-    def _config(self) -> dict[str, Any]:
+    def _config_chunk_size(self) -> int:
         path = self.directory / "config.json"
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"format": FORMAT, "chunk_size": CHUNK_SIZE}
+            return CHUNK_SIZE
         except (OSError, ValueError) as exc:
             raise VerificationError(f"{path}: repository config is unreadable ({exc})") \
                 from None
@@ -148,14 +153,14 @@ class Repository:
                 512 <= size <= 1 << 26 and size & (size - 1) == 0):
             raise VerificationError(f"{path}: repository config is damaged: chunk_size "
                                     "must be a power of two between 512 and 64 MiB")
-        return {"format": config.get("format", FORMAT), "chunk_size": size}
+        return size
 
     # -- the index ------------------------------------------------------------------
 
-    def index(self) -> dict[str, Blob]:
-        """Every stored chunk -> where it is, from the packs' index files."""
+    def index(self) -> dict[bytes, Blob]:
+        """Every stored chunk (raw id) -> where it is, from the packs' index files."""
         if self._index is None:
-            found: dict[str, Blob] = {}
+            found: dict[bytes, Blob] = {}
             for idx in self._index_files():
                 for chunk, blob in read_index(idx).items():
                     found.setdefault(chunk, blob)
@@ -178,38 +183,29 @@ class Repository:
 
     def store(self, plain: Path, compression: str = "none",
               progress: Progress | None = None) -> Stored:
-        """Cut *plain* into chunks and write those the repository lacks. Call with the
-        catalog lock held; the chunks are durable when it returns."""
+        """Cut *plain* into chunks and write those the repository lacks, then its chunk
+        list. Call with the catalog lock held; all of it is durable when it returns."""
         self.prepare()
-        index = self.index()
-        codec = CODECS[compression]
+        writer = _PackWriter(self, self.index(), CODECS[compression])
+        ids = bytearray()
         total = plain.stat().st_size
-        writer = _PackWriter(self)
-        chunks: list[str] = []
-        whole = hashlib.sha256()
-        size = done = 0
         step = self.chunk_size
         try:
-            with open(plain, "rb") as src:
-                while block := src.read(max(_READ, step)):
-                    whole.update(block)
+            with open(plain, "rb", buffering=0) as src:
+                while block := src.read(max(_BLOCK, step)):
                     view = memoryview(block)
                     for start in range(0, len(block), step):
-                        data = view[start:start + step]
-                        chunk = hashlib.sha256(data).hexdigest()
-                        chunks.append(chunk)
-                        blob = index.get(chunk) or writer.add(chunk, bytes(data), codec)
-                        index.setdefault(chunk, blob)
-                        size += blob.length
-                    done += len(block)
+                        ids += writer.put(view[start:start + step])
                     if progress is not None:
-                        progress(done, total)
+                        progress(writer.plain, total)
+            chunk_list = writer.put(memoryview(bytes(ids)), codec="none")
             writer.close()
         except BaseException:
             writer.abandon()
             self._index = None
             raise
-        return Stored(chunks, done, whole.hexdigest(), size, writer.added)
+        return Stored(chunk_list.hex(), len(ids) // _ID, writer.plain - len(ids),
+                      writer.referenced, writer.added)
 
     # -- reading --------------------------------------------------------------------
 
@@ -223,40 +219,55 @@ class Repository:
             self._index = None  # packs may have been rewritten since it was read
             yield
 
-    def read_into(self, chunks: Iterable[str], out: IO[bytes],
-                  progress: Progress | None = None) -> tuple[int, str]:
-        """Write the plain bytes of *chunks*, in order, to *out*, each checked against
-        its id; (size, sha256) of all of it. VerificationError names a missing or
-        damaged chunk. Call inside :meth:`reading`."""
-        whole = hashlib.sha256()
+    def chunks_of(self, chunk_list: str) -> list[bytes]:
+        """The ordered chunk ids of the backup whose chunk list is *chunk_list*."""
+        with _Packs(self) as packs:
+            return _ids(packs.read(_raw_id(chunk_list)), chunk_list)
+
+    def read_into(self, chunk_list: str, out: IO[bytes],
+                  progress: Progress | None = None) -> int:
+        """Write the backup's plain bytes, in order, to *out*, each chunk checked against
+        its id; their size. VerificationError names a missing or damaged chunk. Call
+        inside :meth:`reading`."""
         size = 0
         with _Packs(self) as packs:
-            for chunk in chunks:
-                data = packs.read(chunk)
-                whole.update(data)
+            for data in packs.read_all(_ids(packs.read(_raw_id(chunk_list)), chunk_list)):
                 out.write(data)
                 size += len(data)
                 if progress is not None:
                     progress(size, 0)
-        return size, whole.hexdigest()
+        return size
 
-    def check(self, chunks: Iterable[str]) -> dict[str, str]:
-        """Rehash every chunk in *chunks* once: chunk id -> problem, for the bad ones."""
-        bad: dict[str, str] = {}
+    def damaged(self, chunk_lists: Iterable[str]) -> dict[str, str]:
+        """Rehash every chunk of the backups with these chunk lists, each chunk once:
+        chunk list -> the first problem found in that backup, for the bad ones."""
+        bad: dict[bytes, str] = {}
+        found: dict[str, str] = {}
         with _Packs(self) as packs:
-            for chunk in dict.fromkeys(chunks):
+            for chunk_list in chunk_lists:
                 try:
-                    packs.read(chunk)
+                    ids = _ids(packs.read(_raw_id(chunk_list)), chunk_list)
                 except VerificationError as exc:
-                    bad[chunk] = str(exc)
-        return bad
+                    found[chunk_list] = str(exc)
+                    continue
+                for chunk in ids:
+                    if chunk not in bad and chunk not in packs.verified:
+                        try:
+                            packs.read(chunk)
+                        except VerificationError as exc:
+                            bad[chunk] = str(exc)
+                    if chunk in bad:
+                        found[chunk_list] = bad[chunk]
+                        break
+        return found
 
     # -- collection -----------------------------------------------------------------
 
-    def collect(self, referenced: set[str]) -> Collected:
+    def collect(self, referenced: set[bytes]) -> Collected:
         """Remove what no manifest references: packs with no referenced chunk, packs
         that interrupted backups left without an index; rewrite packs that are mostly
-        garbage. Call with the catalog lock held, *referenced* read under it."""
+        garbage. Call with the catalog lock held, *referenced* (every referenced chunk
+        list and chunk, see :meth:`referenced_by`) read under it."""
         report = Collected()
         if not self.packs_dir.is_dir():
             return report
@@ -270,6 +281,17 @@ class Repository:
         self._index = None
         return report
 
+    def referenced_by(self, chunk_lists: Iterable[str]) -> set[bytes]:
+        """The chunk lists and every chunk they name (VerificationError when one of the
+        lists cannot be read: nothing can then be collected safely)."""
+        referenced: set[bytes] = set()
+        with _Packs(self) as packs:
+            for chunk_list in chunk_lists:
+                raw = _raw_id(chunk_list)
+                referenced.add(raw)
+                referenced.update(_ids(packs.read(raw), chunk_list))
+        return referenced
+
     def _remove_leftovers(self, report: Collected) -> None:
         indexed = {p.stem for p in self._index_files()}
         for path in sorted(self.packs_dir.glob("*/*")):
@@ -280,7 +302,7 @@ class Repository:
                 report.packs_removed.append(path.name)
                 reach("gc:leftover-removed")
 
-    def _collect_pack(self, idx: Path, referenced: set[str], report: Collected) -> None:
+    def _collect_pack(self, idx: Path, referenced: set[bytes], report: Collected) -> None:
         blobs = read_index(idx)
         live = {c: b for c, b in blobs.items() if c in referenced}
         stored = sum(b.length for b in blobs.values())
@@ -300,13 +322,13 @@ class Repository:
         if not live:
             report.packs_removed.append(idx.stem)
 
-    def _rewrite(self, live: dict[str, Blob]) -> None:
+    def _rewrite(self, live: dict[bytes, Blob]) -> None:
         """Copy the live chunks of a pack into a new one, durably, before it goes."""
-        writer = _PackWriter(self)
+        writer = _PackWriter(self, {}, "none")
         try:
             with _Packs(self) as packs:
                 for chunk, blob in live.items():
-                    writer.add_stored(chunk, packs.read_stored(blob), blob)
+                    writer.append(chunk, packs.read_stored(blob), blob.plain, blob.codec)
             writer.close()
         except BaseException:
             writer.abandon()
@@ -324,57 +346,82 @@ def _size(path: Path) -> int:
         return 0
 
 
-def read_index(path: Path) -> dict[str, Blob]:
-    """The chunks pack index *path* names, every entry checked; VerificationError
-    names the file when it is damaged."""
+def _raw_id(chunk_list: str) -> bytes:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        pack = data["pack"]
-        entries = data["blobs"]
-        if pack != path.stem or not isinstance(entries, list):
-            raise ValueError("it names another pack")
-        return {chunk: _blob(pack, chunk, offset, length, plain, codec)
-                for chunk, offset, length, plain, codec in entries}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise VerificationError(f"{path}: pack index is damaged ({exc}); 'dbguard verify "
-                                "--all' names the backups it affects") from None
+        raw = bytes.fromhex(chunk_list)
+    except ValueError:
+        raw = b""
+    if len(raw) != _ID:
+        raise VerificationError(f"chunk list {chunk_list[:16]!r} is not a chunk id")
+    return raw
 
 
-def _blob(pack: str, chunk: Any, offset: Any, length: Any, plain: Any, codec: Any) -> Blob:
-    numbers = (offset, length, plain)
-    if not (isinstance(chunk, str) and _CHUNK_ID.match(chunk)
-            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                    for n in numbers) and codec in CODECS.values()):
-        raise ValueError(f"entry {str(chunk)[:16]!r} is malformed")
-    return Blob(pack, offset, length, plain, codec)
+def _ids(data: bytes, chunk_list: str) -> list[bytes]:
+    if len(data) % _ID:
+        raise VerificationError(f"chunk list {chunk_list[:16]} is damaged")
+    return [data[i:i + _ID] for i in range(0, len(data), _ID)]
+
+
+def read_index(path: Path) -> dict[bytes, Blob]:
+    """The chunks pack index *path* names; VerificationError names the file when it is
+    damaged (a wrong header, a torn entry, an unknown codec)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError(f"{path}: pack index is unreadable ({exc.strerror})") \
+            from None
+    body = data[len(_INDEX_MAGIC):]
+    if not data.startswith(_INDEX_MAGIC) or len(body) % _ENTRY.size:
+        raise VerificationError(f"{path}: pack index is damaged; 'dbguard verify --all' "
+                                "names the backups it affects")
+    pack = path.stem
+    found: dict[bytes, Blob] = {}
+    for chunk, offset, length, plain, codec in _ENTRY.iter_unpack(body):
+        if codec >= len(_CODEC_BYTES):
+            raise VerificationError(f"{path}: pack index is damaged (codec {codec})")
+        found[chunk] = Blob(pack, offset, length, plain, _CODEC_BYTES[codec])
+    return found
 
 
 class _PackWriter:
     """New chunks into new packs: each written and fsynced, then its index."""
 
-    def __init__(self, repository: Repository) -> None:
+    def __init__(self, repository: Repository, index: dict[bytes, Blob],
+                 codec: str) -> None:
         self.repository = repository
-        self.added = 0
+        self.index = index
+        self.codec = codec
+        self.added = self.referenced = self.plain = 0
         self._pack: str | None = None
         self._fh: IO[bytes] | None = None
-        self._entries: list[list[Any]] = []
-        self._digest = hashlib.sha256()
+        self._entries = bytearray(_INDEX_MAGIC)
         self._offset = 0
         self._tmp: list[Path] = []
 
-    def add(self, chunk: str, data: bytes, codec: str) -> Blob:
-        return self.add_stored(chunk, _encode(data, codec), Blob("", 0, 0, len(data), codec))
+    def put(self, data: memoryview, codec: str | None = None) -> bytes:
+        """Chunk *data*: stored unless the repository has it already; its raw id."""
+        chunk = hashlib.sha256(data).digest()
+        blob = self.index.get(chunk)
+        if blob is None:
+            plain = bytes(data)
+            blob = self.append(chunk, _encode(plain, codec or self.codec), len(plain),
+                               codec or self.codec)
+            self.index[chunk] = blob
+        self.referenced += blob.length
+        self.plain += len(data)
+        return chunk
 
-    def add_stored(self, chunk: str, stored: bytes, like: Blob) -> Blob:
-        """Append a chunk already encoded with *like*'s codec."""
+    def append(self, chunk: bytes, stored: bytes, plain: int, codec: str) -> Blob:
+        """Append a chunk already encoded with *codec*."""
         if self._fh is None:
             self._open()
-        assert self._fh is not None
-        assert self._pack is not None
-        self._fh.write(stored)
-        self._digest.update(stored)
-        blob = Blob(self._pack, self._offset, len(stored), like.plain, like.codec)
-        self._entries.append([chunk, blob.offset, blob.length, blob.plain, blob.codec])
+        fh, pack = self._fh, self._pack
+        assert fh is not None
+        assert pack is not None
+        fh.write(stored)
+        blob = Blob(pack, self._offset, len(stored), plain, codec)
+        self._entries += _ENTRY.pack(chunk, blob.offset, blob.length, plain,
+                                     _CODEC_BYTES.index(codec))
         self._offset += len(stored)
         self.added += len(stored)
         if self._offset >= PACK_TARGET:
@@ -387,8 +434,9 @@ class _PackWriter:
         private_dir(path.parent)
         tmp = path.with_name(f"{_TMP}{path.name}")
         self._tmp.append(tmp)
-        self._fh = os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb")
-        self._entries, self._digest, self._offset = [], hashlib.sha256(), 0
+        self._fh = os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb",
+                             buffering=_BLOCK)
+        self._entries, self._offset = bytearray(_INDEX_MAGIC), 0
 
     def _finish(self) -> None:
         """Make the open pack durable: pack fsynced and renamed, then its index."""
@@ -402,9 +450,7 @@ class _PackWriter:
         path = self.repository.pack_path(pack)
         os.replace(path.with_name(f"{_TMP}{path.name}"), path)
         reach("repository:pack-written")
-        index = {"format": FORMAT, "pack": pack, "size": self._offset,
-                 "sha256": self._digest.hexdigest(), "blobs": self._entries}
-        write_atomic(path.with_suffix(".idx"), json.dumps(index).encode(), fsync=True)
+        write_atomic(path.with_suffix(".idx"), bytes(self._entries), fsync=True)
         fsync_dir(path.parent)
         reach("repository:indexed")
 
@@ -440,11 +486,12 @@ def _decode(stored: bytes, codec: str, plain: int) -> bytes:
 
 
 class _Packs:
-    """Open pack files, for reading chunks by id."""
+    """Open pack files, for reading chunks by id; remembers the chunks it has checked."""
 
     def __init__(self, repository: Repository) -> None:
         self.repository = repository
         self.index = repository.index()
+        self.verified: set[bytes] = set()
         self._open: dict[str, int] = {}
 
     def __enter__(self) -> _Packs:
@@ -454,37 +501,68 @@ class _Packs:
         for fd in self._open.values():
             os.close(fd)
 
-    def read_stored(self, blob: Blob) -> bytes:
-        fd = self._open.get(blob.pack)
+    def _fd(self, pack: str) -> int:
+        fd = self._open.get(pack)
         if fd is None:
-            path = self.repository.pack_path(blob.pack)
+            path = self.repository.pack_path(pack)
             try:
                 fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             except OSError as exc:
                 raise VerificationError(f"{path}: pack is unreadable ({exc.strerror})") \
                     from None
-            self._open[blob.pack] = fd
-        data = os.pread(fd, blob.length, blob.offset)
+            self._open[pack] = fd
+        return fd
+
+    def read_stored(self, blob: Blob) -> bytes:
+        data = os.pread(self._fd(blob.pack), blob.length, blob.offset)
         if len(data) != blob.length:
             raise VerificationError(f"pack {blob.pack} is truncated")
         return data
 
-    def read(self, chunk: str) -> bytes:
+    def read(self, chunk: bytes) -> bytes:
         """The plain bytes of *chunk*, checked against its id."""
+        return self.checked(chunk, self._blob(chunk), None)
+
+    def _blob(self, chunk: bytes) -> Blob:
         blob = self.index.get(chunk)
         if blob is None:
-            raise VerificationError(f"chunk {chunk[:16]} is missing from the repository")
+            raise VerificationError(f"chunk {chunk.hex()[:16]} is missing from the "
+                                    "repository")
+        return blob
+
+    def checked(self, chunk: bytes, blob: Blob, stored: bytes | None) -> bytes:
+        """*chunk*'s plain bytes from its *stored* bytes (read here when None)."""
+        raw = self.read_stored(blob) if stored is None else stored
         try:
-            data = _decode(self.read_stored(blob), blob.codec, blob.plain)
-        except (zlib.error, ValueError) as exc:
-            raise VerificationError(f"chunk {chunk[:16]} in pack {blob.pack} does not "
-                                    f"decompress ({exc})") from None
-        except Exception as exc:  # zstandard's own error class
-            if isinstance(exc, VerificationError):
-                raise
-            raise VerificationError(f"chunk {chunk[:16]} in pack {blob.pack} does not "
-                                    f"decompress ({exc})") from None
-        if hashlib.sha256(data).hexdigest() != chunk:
-            raise VerificationError(f"chunk {chunk[:16]} in pack {blob.pack} is damaged "
-                                    "(its sha256 differs)")
+            data = _decode(raw, blob.codec, blob.plain)
+        except Exception as exc:  # zlib.error, zstandard's own error class
+            raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} does "
+                                    f"not decompress ({exc})") from None
+        if hashlib.sha256(data).digest() != chunk:
+            raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} is "
+                                    "damaged (its sha256 differs)")
+        self.verified.add(chunk)
         return data
+
+    def read_all(self, chunks: list[bytes]) -> Iterator[bytes]:
+        """The plain bytes of *chunks* in order: runs stored back to back in one pack
+        are read with one pread of up to 1 MiB, then each chunk checked."""
+        i = 0
+        while i < len(chunks):
+            first = self._blob(chunks[i])
+            run = [first]
+            end = first.offset + first.length
+            while i + len(run) < len(chunks) and end - first.offset < _BLOCK:
+                nxt = self.index.get(chunks[i + len(run)])
+                if nxt is None or nxt.pack != first.pack or nxt.offset != end:
+                    break
+                run.append(nxt)
+                end += nxt.length
+            block = os.pread(self._fd(first.pack), end - first.offset, first.offset)
+            for j, blob in enumerate(run):
+                start = blob.offset - first.offset
+                stored = block[start:start + blob.length]
+                if len(stored) != blob.length:
+                    raise VerificationError(f"pack {blob.pack} is truncated")
+                yield self.checked(chunks[i + j], blob, stored)
+            i += len(run)

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.catalog.repository import Collected, Repository
+from dbguard_plugin.errors import VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,14 @@ def collect(catalog: Catalog) -> Collected | None:
                     "manifests ('dbguard backups' lists them)", catalog.directory,
                     len(damaged))
         return None
-    collected = repository.collect({c for m in backups for c in m.chunks})
+    try:
+        referenced = repository.referenced_by(m.chunk_list for m in backups
+                                              if m.storage == "repository")
+    except VerificationError as exc:
+        log.warning("dbguard: repository chunks not collected in %s: %s",
+                    catalog.directory, exc)
+        return None
+    collected = repository.collect(referenced)
     if collected.deferred:
         log.info("dbguard: repository collection deferred: %s", collected.deferred)
     return collected

@@ -293,11 +293,12 @@ def _copy_chunks(source: Catalog, target: Catalog, manifest: Manifest) -> Manife
     reassembled and checked, then stored there (only those the target lacks)."""
     with opened_backup(source, manifest) as plain:
         stored = Repository.of(target.directory).store(plain, manifest.compression)
-    if stored.raw_sha256 != manifest.raw_sha256:
+    if stored.raw_size != manifest.raw_size:
         raise VerificationError(f"the copy of backup {manifest.id} in {target.directory} "
                                 "does not match its manifest; nothing was copied")
-    copied = dataclasses.replace(manifest, chunks=stored.chunks, size=stored.size,
-                                 added=stored.added,
+    copied = dataclasses.replace(manifest, chunk_list=stored.chunk_list,
+                                 chunk_count=stored.chunk_count, sha256=stored.chunk_list,
+                                 size=stored.size, added=stored.added,
                                  chunk_size=Repository.of(target.directory).chunk_size)
     target.write_manifest(copied)
     return copied

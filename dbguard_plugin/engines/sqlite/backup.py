@@ -33,7 +33,7 @@ from dbguard_plugin.catalog.codecs import (
     file_digest,
 )
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.catalog.repository import Repository
+from dbguard_plugin.catalog.repository import Repository, Stored
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.engines.backup import (
     BackupError,
@@ -121,10 +121,10 @@ def create_backup(
         raw_tmp = catalog.directory / f"{TMP_PREFIX}{backup_id}.sqlite"
         leftovers = [raw_tmp]
         try:
-            copy = _checked_copy(source, raw_tmp, catalog.directory, location, settings,
+            copy = _checked_copy(source, raw_tmp, catalog, location, settings,
                                  progress, keep_damaged)
-            if settings.storage == "repository":
-                stored, fields = _into_repository(raw_tmp, catalog, settings, progress)
+            if copy.stored is not None:
+                stored, fields = _from_repository(raw_tmp, catalog, copy.stored)
             else:
                 stored = _store(raw_tmp, backup_id, catalog, settings.compression,
                                 progress, copy, leftovers)
@@ -152,6 +152,8 @@ class _Copy:
     damage: str
     raw_size: int
     raw_sha256: str
+    #: The copy's chunks, when they went into the repository beside the check.
+    stored: Stored | None = None
 
 
 @dataclass(frozen=True)
@@ -164,15 +166,24 @@ class _Stored:
 
 
 def _checked_copy(
-    source: Path, raw_tmp: Path, directory: Path, location: DatabaseLocation,
+    source: Path, raw_tmp: Path, catalog: Catalog, location: DatabaseLocation,
     settings: BackupSettings, progress: Progress | None, keep_damaged: bool,
 ) -> _Copy:
-    """Copy *source* to *raw_tmp*, then check, flush and hash the copy."""
-    journal_mode, method = _copy_snapshot(source, raw_tmp, directory, settings, progress)
+    """Copy *source* to *raw_tmp*, then check the copy and, beside the check, flush and
+    hash it (a data file) or store its chunks (the repository)."""
+    journal_mode, method = _copy_snapshot(source, raw_tmp, catalog.directory, settings,
+                                          progress)
     reach("backup:copied")
     # Both read the copy from the page cache; SQLite and hashlib release the GIL, so
-    # the check and the flush-and-hash overlap.
+    # the check and the flush-and-hash (or the chunking) overlap.
     with ThreadPoolExecutor(max_workers=1) as pool:
+        if settings.storage == "repository":
+            repository = Repository.of(catalog.directory)
+            chunked = pool.submit(repository.store, raw_tmp, settings.compression)
+            facts, damage = _check_copy(raw_tmp, journal_mode, location, keep_damaged)
+            reach("backup:checked")
+            stored = chunked.result()
+            return _Copy(facts, method, damage, stored.raw_size, "", stored)
         digest = pool.submit(_flush_and_digest, raw_tmp)
         facts, damage = _check_copy(raw_tmp, journal_mode, location, keep_damaged)
         reach("backup:checked")
@@ -199,17 +210,16 @@ def _store(raw_tmp: Path, backup_id: str, catalog: Catalog, compression: str,
     return _Stored(final_name, size, sha)
 
 
-def _into_repository(raw_tmp: Path, catalog: Catalog, settings: BackupSettings,
-                     progress: Progress | None) -> tuple[_Stored, dict[str, Any]]:
-    """Store the checked copy's chunks the repository lacks (durable on return), then
-    drop the copy: the manifest written next is what makes the backup exist."""
-    stored = Repository.of(catalog.directory).store(raw_tmp, settings.compression, progress)
+def _from_repository(raw_tmp: Path, catalog: Catalog,
+                     stored: Stored) -> tuple[_Stored, dict[str, Any]]:
+    """The copy's chunks are in the repository (durable): drop the copy; the manifest
+    written next is what makes the backup exist."""
     reach("backup:chunked")
     os.unlink(raw_tmp)
-    return (_Stored("", stored.size, stored.raw_sha256),
-            {"storage": "repository", "chunks": stored.chunks,
-             "chunk_size": Repository.of(catalog.directory).chunk_size,
-             "added": stored.added})
+    return (_Stored("", stored.size, stored.chunk_list),
+            {"storage": "repository", "chunk_list": stored.chunk_list,
+             "chunk_count": stored.chunk_count, "added": stored.added,
+             "chunk_size": Repository.of(catalog.directory).chunk_size})
 
 
 def _manifest(request: Request, backup_id: str, started: float, copy: _Copy,

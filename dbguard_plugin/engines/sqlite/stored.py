@@ -42,15 +42,17 @@ class ReadCopy:
 class _Hashing:
     """A file object that hashes the bytes passing through it and keeps the first few."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, digest: bool = True) -> None:
         self.file = file
         self.name = file.name  # gzip names its stream after it, as it would the file
         self.size = 0
         self.digest = hashlib.sha256()
+        self._hashing = digest
         self.head = b""
 
     def _saw(self, data: bytes) -> bytes:
-        self.digest.update(data)
+        if self._hashing:
+            self.digest.update(data)
         self.size += len(data)
         if len(self.head) < len(SQLITE_MAGIC):
             self.head = (self.head + data)[:len(SQLITE_MAGIC)]
@@ -144,18 +146,21 @@ def opened_copy(stored: Path, compression: str, scratch_dir: Path) -> Iterator[P
 
 def read_repository(catalog: Catalog, manifest: Manifest, plain: Path) -> ReadCopy:
     """Reassemble the repository backup *manifest* into *plain* (made by
-    :func:`scratch`), every chunk checked against its id as it is read; a missing or
-    damaged chunk is kept as the copy's *failure*, naming the chunk."""
+    :func:`scratch`), every chunk checked against its id as it is read, which proves the
+    content (the chunk list's id is the manifest's sha256); a missing or damaged chunk
+    is kept as the copy's *failure*, naming the chunk."""
     repository = Repository.of(catalog.directory)
     failure: Exception | None = None
     with repository.reading(), _rewritten(plain) as out_file:
-        out = _Hashing(out_file)
+        out = _Hashing(out_file, digest=False)
         try:
-            repository.read_into(manifest.chunks, out)  # type: ignore[arg-type]
+            repository.read_into(manifest.chunk_list, out)  # type: ignore[arg-type]
         except VerificationError as exc:
             failure = VerificationError(f"backup {manifest.id}: {exc}")
-    sha = out.digest.hexdigest()
-    return ReadCopy(plain, out.size, sha, sha, out.head, failure)
+    if failure is None and out.size != manifest.raw_size:
+        failure = VerificationError(f"backup {manifest.id}: its chunks make {out.size} "
+                                    f"bytes, not the {manifest.raw_size} its manifest names")
+    return ReadCopy(plain, out.size, manifest.sha256, manifest.raw_sha256, out.head, failure)
 
 
 @contextlib.contextmanager
@@ -172,7 +177,4 @@ def opened_backup(catalog: Catalog, manifest: Manifest) -> Iterator[Path]:
         copy = read_repository(catalog, manifest, tmp)
         if copy.failure is not None:
             raise copy.failure
-        if copy.sha256 != manifest.raw_sha256:
-            raise VerificationError(f"backup {manifest.id}: its chunks do not reassemble "
-                                    "the content its manifest names")
         yield tmp
