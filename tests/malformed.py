@@ -160,7 +160,8 @@ _KEYS = ("enabled", "db_url", "environment", "state_dir", "session_vetoes",
          "maintenance_wait", "audit_log", "backup_dir", "backup_on_session_start",
          "backup_on_session_end", "backup_interval", "require_backup_before_session",
          "compression", "backup_method", "keep_last", "keep_daily", "keep_weekly",
-         "busy_timeout", "restore_check", "open_orders", "open_trades", "storage")
+         "busy_timeout", "restore_check", "open_orders", "open_trades", "storage",
+         "keep_monthly", "max_age_days")
 
 
 def _config_body(rng: random.Random, world: World) -> tuple[Any, str | None]:

@@ -210,7 +210,8 @@ def test_help_lists_each_command_with_its_own_first_line(command: str) -> None:
     """``dbguard --help`` lists the commands from cli.COMMANDS without importing them:
     each line there must be the first line of the command's own help."""
     target = cli.cli.get_command(click.Context(cli.cli), command)
-    assert target is not None and target.name == command
+    assert target is not None
+    assert target.name == command
     assert cli.COMMANDS[command][1] == target.get_short_help_str(limit=200)
 
 

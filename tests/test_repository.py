@@ -126,7 +126,8 @@ def test_a_damaged_chunk_names_every_backup_that_needs_it_and_only_those(
     firsts = set(repository.chunks_of(first["chunk_list"]))
     seconds = set(repository.chunks_of(second["chunk_list"]))
     only_second, shared = sorted(seconds - firsts), sorted(firsts & seconds)
-    assert only_second and shared
+    assert only_second
+    assert shared
     # a flipped byte in a chunk only the second backup has
     _flip(repository, only_second[0])
     verified = run_cli("verify", "--all", "--json", *repo_config)
@@ -203,7 +204,8 @@ def _every_listed_backup_verifies(run_cli: Cli, where: list[str]) -> list[str]:
     verified = run_cli("verify", "--all", "--json", *where)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     rows = json.loads(verified.stdout)["results"]
-    assert rows and all(r["ok"] for r in rows)
+    assert rows
+    assert all(r["ok"] for r in rows)
     return [r["id"] for r in rows]
 
 

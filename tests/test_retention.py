@@ -293,3 +293,28 @@ def test_prune_through_the_cli_keeps_sunday_and_monday_backups_of_two_weeks(
     # 2024-W52 keeps its Sunday; 2025-W01's Monday goes for the newer Sunday of its week.
     assert json.loads(result.stdout)["removed"] == [made["mon-2024-12-30-first-second"]]
     assert newest not in json.loads(result.stdout)["removed"]
+
+
+def test_monthly_keeps_the_newest_verified_backup_of_each_utc_month_in_the_window():
+    now = utc(2025, 6, 20, 12)
+    backups = []
+    for month in range(1, 7):  # January to June 2025, two a month
+        backups += [manifest(f"m{month}-early", utc(2025, month, 3)),
+                    manifest(f"m{month}-late", utc(2025, month, 17))]
+    keep = to_keep(backups, Retention(keep_last=1, keep_daily=0, keep_weekly=0,
+                                      keep_monthly=3), now=now)
+    # 3 x 31 days before now reaches back to 2025-03-19: June, May and April's newest
+    # (March 17 is 95 days old); June's newest is also keep_last.
+    assert keep == {"m6-late", "m5-late", "m4-late"}
+
+
+def test_the_age_limit_overrides_daily_weekly_and_monthly_but_not_keep_last():
+    now = utc(2025, 6, 20, 12)
+    backups = [manifest(f"d{ago}", now - ago * DAY - 60) for ago in range(40)]
+    backups.append(manifest("newest-unverified", now - 30, verified=False))
+    keep = to_keep(backups, Retention(keep_last=2, keep_daily=30, keep_weekly=8,
+                                      keep_monthly=12, max_age_days=10), now=now)
+    # keep_last: the two newest (one unverified); then one a day up to 10 days old
+    assert keep == {"newest-unverified", *(f"d{ago}" for ago in range(10))}
+    old = [manifest("ancient", now - 400 * DAY)]
+    assert to_keep(old, Retention(keep_last=1, max_age_days=10), now=now) == {"ancient"}

@@ -1,4 +1,5 @@
-"""Which backups to keep: the last N, one per day for D days, one per week for W weeks.
+"""Which backups to keep: the last N, one per day for D days, one per week for W weeks,
+one per month for M months, none older than an age limit but the last N.
 
 Never the newest verified backup, never one a running or interrupted operation has
 pinned.
@@ -7,6 +8,7 @@ pinned.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +27,10 @@ class Retention:
     keep_last: int = 10
     keep_daily: int = 7
     keep_weekly: int = 4
+    keep_monthly: int = 0
+    #: Days after which only keep_last, the newest verified backup and pins keep a
+    #: backup; 0: no limit.
+    max_age_days: int = 0
 
 
 def to_keep(
@@ -38,15 +44,18 @@ def to_keep(
     if verified:
         keep.add(verified[0].id)
     keep.update(pinned)
-    day, week = 86_400, 7 * 86_400
+    day = 86_400
+    limit = policy.max_age_days * day if policy.max_age_days else math.inf
     for span, count, bucket_of in (
         (day, policy.keep_daily, _utc_day),
-        (week, policy.keep_weekly, _iso_week),
+        (7 * day, policy.keep_weekly, _iso_week),
+        (31 * day, policy.keep_monthly, _utc_month),
     ):
         seen: set[tuple[int, int]] = set()
-        for manifest in verified:  # newest first: the newest of each day or week stays
+        for manifest in verified:  # newest first: the newest of each period stays
             bucket = bucket_of(manifest.created_ts)
-            if bucket in seen or now - manifest.created_ts > span * count:
+            age = now - manifest.created_ts
+            if bucket in seen or age > span * count or age > limit:
                 continue
             seen.add(bucket)
             keep.add(manifest.id)
@@ -55,6 +64,11 @@ def to_keep(
 
 def _utc_day(ts: float) -> tuple[int, int]:
     return (0, int(ts // 86_400))
+
+
+def _utc_month(ts: float) -> tuple[int, int]:
+    when = datetime.fromtimestamp(ts, tz=timezone.utc)
+    return (when.year, when.month)
 
 
 def _iso_week(ts: float) -> tuple[int, int]:

@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backups": ("backups", "List the backups in the catalog, oldest first."),
     "verify": ("backups", "Recompute sha256 and run integrity_check on ID (or --all)."),
     "prune": ("backups", "Delete backups the retention policy (keep_last, keep_daily, "
-              "keep_weekly) drops."),
+              "keep_weekly, ...) drops."),
     "doctor": ("status", "Check journal mode, busy timeout, free space, permissions and "
                "backup age."),
     "restore": ("restore", "Restore backup ID into the live database: verified, atomic, "

@@ -158,7 +158,9 @@ def _to_verify(guard: Guard, backup_id: str) -> Manifest:
 @common
 @handle_errors
 def prune(dry_run: bool) -> None:
-    """Delete backups the retention policy (keep_last, keep_daily, keep_weekly) drops."""
+    """Delete backups the retention policy (keep_last, keep_daily, keep_weekly, ...) drops.
+
+    Then collect the repository's chunks no backup references any more."""
     guard = open_guard()
     removed = guard.prune(dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"

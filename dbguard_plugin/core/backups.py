@@ -118,7 +118,8 @@ class Backups:
 
     def prune(self, dry_run: bool = False, keep: tuple[str, ...] = ()) -> list[Manifest]:
         policy = Retention(self.config.keep_last, self.config.keep_daily,
-                           self.config.keep_weekly)
+                           self.config.keep_weekly, self.config.keep_monthly,
+                           self.config.max_age_days)
         # the pins are read under the catalog lock, when prune holds it (see retention)
         return prune(self.catalog, policy, pinned=keep, dry_run=dry_run, pins=self.pinned)
 

@@ -56,6 +56,8 @@ class Config:
     keep_last: int = 10
     keep_daily: int = 7
     keep_weekly: int = 4
+    keep_monthly: int = 0
+    max_age_days: int = 0
     busy_timeout: float = 30.0
     # -- restores -------------------------------------------------------------------
     restore_check: str = "integrity_check"
@@ -397,6 +399,8 @@ _VALIDATORS: dict[str, Callable[[str, str, Any], Any]] = {
     "keep_last": _count(1),
     "keep_daily": _count(0),
     "keep_weekly": _count(0),
+    "keep_monthly": _count(0),
+    "max_age_days": _count(0),
     "busy_timeout": _seconds,
     "restore_check": _check_level,
     "open_orders": _open_rule,
