@@ -256,3 +256,47 @@ def test_a_damaged_pack_index_is_refused_with_its_name(tmp_path: Path) -> None:
     idx.write_bytes(b"DBGIDX1\n" + b"\x01" * 48 + b"\x09")  # codec 9: none such
     with pytest.raises(VerificationError, match="codec 9"):
         read_index(idx)
+
+
+def test_convert_moves_full_copies_into_the_repository_and_each_still_restores(
+        db_path: Path, db_url: str, run_cli: Cli, repo_config: list[str]) -> None:
+    make_bot_db(db_path, rows=1500)
+    made = []
+    for _ in range(3):
+        rows = add_trades(db_path, 100)
+        made.append((backup(run_cli, ["--db", db_url])["id"], rows))
+    catalog = catalog_of(db_path)
+    files = sorted(p.name for p in catalog.glob("*.sqlite"))
+    assert len(files) == 3
+    asked = run_cli("convert", *repo_config)  # no terminal: it must not go ahead
+    assert asked.returncode == 2
+    assert sorted(p.name for p in catalog.glob("*.sqlite")) == files
+    converted = run_cli("convert", "--yes", "--json", *repo_config)
+    assert converted.returncode == 0, converted.stderr
+    report = json.loads(converted.stdout)
+    assert [c["id"] for c in report["converted"]] == [i for i, _ in made]
+    assert report["added"] < 0.6 * report["freed"]  # three copies, stored about once
+    assert list(catalog.glob("*.sqlite")) == []
+    _every_listed_backup_verifies(run_cli, repo_config)
+    for backup_id, rows in reversed(made):
+        assert run_cli("restore", backup_id, "--yes", *repo_config).returncode == 0
+        assert count(db_path) == rows
+    again = run_cli("convert", "--yes", "--json", *repo_config)
+    assert json.loads(again.stdout)["converted"] == []
+
+
+@pytest.mark.parametrize("point", ["convert:chunked", "convert:manifested"])
+def test_a_convert_killed_at_any_step_loses_no_backup(
+        point: str, db_path: Path, db_url: str, run_cli: Cli, repo_config: list[str],
+        child_env: Callable[..., dict[str, str]]) -> None:
+    make_bot_db(db_path, rows=800)
+    old = backup(run_cli, ["--db", db_url])
+    crashed = run_cli("convert", "--yes", *repo_config,
+                      env=child_env(**{CRASH_ENV: point}))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    _every_listed_backup_verifies(run_cli, repo_config)
+    assert run_cli("convert", "--yes", *repo_config).returncode == 0
+    assert run_cli("prune", *repo_config).returncode == 0
+    assert list(catalog_of(db_path).glob("*.sqlite")) == []
+    assert run_cli("restore", old["id"], "--yes", *repo_config).returncode == 0
+    assert count(db_path) == 800

@@ -391,6 +391,17 @@ class Catalog:
                 write_atomic(path, updated.to_json(), fsync=True)
         return updated
 
+    def _superseded(self, backup_id: str) -> bool:
+        """True when data file of *backup_id* belongs to no backup: no manifest, or one
+        whose backup is in the repository (a conversion killed before the delete)."""
+        path = self.directory / f"{backup_id}.json"
+        if not path.exists():
+            return True
+        try:
+            return Manifest.read(path).storage == "repository"
+        except VerificationError:
+            return False
+
     def has_leftovers(self) -> bool:
         """Cheap look for what cleanup() would remove (no lock, no manifest parsing)."""
         try:
@@ -417,11 +428,10 @@ class Catalog:
                 orphan = reader is None or not pid_alive(int(reader.group(1)))
             else:
                 data = _DATA.match(name)
-                # Only files dbguard names itself, and only without a manifest file: a
-                # damaged manifest keeps its data for an operator to look at.
-                orphan = data is not None and not (
-                    self.directory / f"{data.group(1)}.json"
-                ).exists()
+                # Only files dbguard names itself, and only without a manifest file (or
+                # with one that says the backup is in the repository now): a damaged
+                # manifest keeps its data for an operator to look at.
+                orphan = data is not None and self._superseded(data.group(1))
             if orphan:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.directory / name)

@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("backups", "Recompute sha256 and run integrity_check on ID (or --all)."),
     "prune": ("backups", "Delete backups the retention policy (keep_last, keep_daily, "
               "keep_weekly, ...) drops."),
+    "convert": ("backups", "Move the catalog's full-copy SQLite backups into its "
+                "deduplicated repository."),
     "doctor": ("status", "Check journal mode, busy timeout, free space, permissions and "
                "backup age."),
     "restore": ("restore", "Restore backup ID into the live database: verified, atomic, "

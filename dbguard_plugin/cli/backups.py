@@ -11,6 +11,7 @@ from dbguard_plugin.cli.database import open_guard
 from dbguard_plugin.cli.options import (
     EXIT_VERIFY,
     common,
+    confirm,
     emit,
     handle_errors,
     options,
@@ -168,3 +169,33 @@ def prune(dry_run: bool) -> None:
         {"dry_run": dry_run, "removed": [m.id for m in removed]},
         "\n".join([f"{verb} {m.id}" for m in removed] + [f"{verb} {len(removed)} backups"]),
     )
+
+
+@click.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@common
+@handle_errors
+def convert(yes: bool) -> None:
+    """Move the catalog's full-copy SQLite backups into its deduplicated repository.
+
+    Each is verified first; its manifest keeps its id, time and reason."""
+    # why here: the engines are costly, as the guard is (see cli.database)
+    from dbguard_plugin.operations.convert import convert as into_repository
+    from dbguard_plugin.operations.convert import convertible
+
+    guard = open_guard()
+    todo = convertible(guard.catalog)
+    if not todo:
+        emit({"converted": [], "added": 0, "freed": 0},
+             f"nothing to convert in {guard.catalog.directory}")
+        return
+    confirm(f"convert {len(todo)} backups ({size(sum(m.size for m in todo))}) in "
+            f"{guard.catalog.directory} into its repository?", yes)
+    with LazyBar("converting", enabled=progress_shown()) as bar:
+        done = into_repository(guard.catalog, guard.config.compression, bar)
+    added, freed = sum(c.added for c in done), sum(c.file_size for c in done)
+    emit({"converted": [c.as_dict() for c in done], "added": added, "freed": freed},
+         "\n".join([f"converted {c.id}: {size(c.file_size)} file, "
+                    f"{size(c.added)} added" for c in done]
+                   + [f"converted {len(done)} backups: {size(freed)} of files became "
+                      f"{size(added)} in the repository"]))
