@@ -72,3 +72,76 @@ def check_database(tally: Tally, path: Path) -> None:
     if result != ["ok"]:
         tally.corrupt += 1
     assert result == ["ok"], f"{path}: {result[:5]}"
+
+
+# -- the live writer ---------------------------------------------------------------------
+
+
+#: argv: database path. Commits rows (a few hundred a second) until stdin says PAUSE
+#: (answers PAUSED, waits for GO) or STOP (answers how many rows it wrote, errors it met).
+WRITER = """
+    import sqlite3, sys, threading
+
+    conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+    run = threading.Event()
+    run.set()
+    stop = threading.Event()
+    paused = threading.Event()
+    commands = []
+
+    def control():
+        for line in sys.stdin:
+            commands.append(line.strip())
+            if line.strip() in ("PAUSE", "STOP"):
+                run.clear()
+            elif line.strip() == "GO":
+                paused.clear()
+                run.set()
+        stop.set()
+        run.set()
+
+    threading.Thread(target=control, daemon=True).start()
+    written = errors = 0
+    print("READY", flush=True)
+    while not stop.is_set():
+        if not run.is_set():
+            if commands and commands[-1] == "STOP":
+                break
+            if not paused.is_set():
+                paused.set()
+                print("PAUSED", flush=True)
+            run.wait()
+            continue
+        try:
+            conn.execute("INSERT INTO numbered (n, note) "
+                         "SELECT coalesce(max(n), 0) + 1, 'committed' FROM numbered")
+            written += 1
+            # pacing only (a few hundred commits a second): an unpaced loop of fsyncs
+            # starves the snapshot copy for seconds, which is a benchmark's business
+            stop.wait(0.002)
+        except sqlite3.Error as exc:
+            errors += 1
+            print(f"ERROR {type(exc).__name__}: {exc}", flush=True)
+    print(f"WROTE {written} {errors}", flush=True)
+    conn.close()
+"""
+
+
+def create_numbered(path: Path) -> None:
+    """Table numbered (the writer's rows) and 200 rows of 2 KB random data, WAL mode."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE numbered (n INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+    conn.execute("CREATE TABLE bulk (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
+    conn.executemany("INSERT INTO bulk (b) VALUES (randomblob(2000))", [()] * 200)
+    conn.commit()
+    conn.close()
+
+
+def committed(path: Path) -> int:
+    """Rows committed now, as any new reader sees them."""
+    conn = sqlite3.connect(path, timeout=60)
+    try:
+        return int(conn.execute("SELECT coalesce(max(n), 0) FROM numbered").fetchone()[0])
+    finally:
+        conn.close()

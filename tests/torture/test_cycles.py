@@ -14,81 +14,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from harness import Tally, check_database
+from harness import WRITER, Tally, check_database, committed, create_numbered
 from sqlite_files import content_digest
 
 from dbguard_plugin import Guard
 from dbguard_plugin.engines.sqlite.backup import sqlite_uri
+from dbguard_plugin.engines.sqlite.stored import opened_backup
 from dbguard_plugin.operations.restore import restore
 from dbguard_plugin.settings.config import Config
-
-#: argv: database path. Commits rows (a few hundred a second) until stdin says PAUSE
-#: (answers PAUSED, waits for GO) or STOP (answers how many rows it wrote, errors it met).
-WRITER = """
-    import sqlite3, sys, threading
-
-    conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
-    run = threading.Event()
-    run.set()
-    stop = threading.Event()
-    paused = threading.Event()
-    commands = []
-
-    def control():
-        for line in sys.stdin:
-            commands.append(line.strip())
-            if line.strip() in ("PAUSE", "STOP"):
-                run.clear()
-            elif line.strip() == "GO":
-                paused.clear()
-                run.set()
-        stop.set()
-        run.set()
-
-    threading.Thread(target=control, daemon=True).start()
-    written = errors = 0
-    print("READY", flush=True)
-    while not stop.is_set():
-        if not run.is_set():
-            if commands and commands[-1] == "STOP":
-                break
-            if not paused.is_set():
-                paused.set()
-                print("PAUSED", flush=True)
-            run.wait()
-            continue
-        try:
-            conn.execute("INSERT INTO numbered (n, note) "
-                         "SELECT coalesce(max(n), 0) + 1, 'committed' FROM numbered")
-            written += 1
-            # pacing only (a few hundred commits a second): an unpaced loop of fsyncs
-            # starves the snapshot copy for seconds, which is a benchmark's business
-            stop.wait(0.002)
-        except sqlite3.Error as exc:
-            errors += 1
-            print(f"ERROR {type(exc).__name__}: {exc}", flush=True)
-    print(f"WROTE {written} {errors}", flush=True)
-    conn.close()
-"""
-
-
-def _create(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE numbered (n INTEGER PRIMARY KEY, note TEXT NOT NULL)")
-    conn.execute("CREATE TABLE bulk (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
-    conn.executemany("INSERT INTO bulk (b) VALUES (randomblob(2000))", [()] * 200)
-    conn.commit()
-    conn.close()
-
-
-def _committed(path: Path) -> int:
-    """Rows committed now, as any new reader sees them."""
-    conn = sqlite3.connect(path, timeout=60)
-    try:
-        return int(conn.execute("SELECT coalesce(max(n), 0) FROM numbered").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def _held(path: Path, upto: int) -> tuple[int, int, int]:
@@ -103,25 +36,27 @@ def _held(path: Path, upto: int) -> tuple[int, int, int]:
         conn.close()
 
 
-@pytest.fixture
-def quick_guard(db_url: str) -> Guard:
-    # A short catalog: the loop makes two backups per cycle (its own and the safety one).
+@pytest.fixture(params=["files", "repository"])
+def quick_guard(db_url: str, request: pytest.FixtureRequest) -> Guard:
+    # A short catalog: the loop makes two backups per cycle (its own and the safety one),
+    # so with the repository every cycle also collects what prune drops.
     return Guard(Config(db_url=db_url, keep_last=4, keep_daily=0, keep_weekly=0,
-                        restore_check="quick_check"))
+                        restore_check="quick_check", storage=request.param))
 
 
 def test_backup_then_restore_cycles_lose_nothing(
     db_path: Path, spawn, quick_guard: Guard, cycles: int, tally: Tally
 ) -> None:
-    _create(db_path)
+    create_numbered(db_path)
     writer = spawn(WRITER, str(db_path))
     guard = quick_guard
     try:
         for cycle in range(cycles):
-            before = _committed(db_path)
+            before = committed(db_path)
             manifest = guard.backup()  # hot: the writer commits all along
-            stored = guard.catalog.data_path(manifest)
-            present, count, top = _held(stored, before)
+            with opened_backup(guard.catalog, manifest) as stored:
+                present, count, top = _held(stored, before)
+                held = content_digest(stored)
             tally.rows_lost += before - present
             assert present == before, f"cycle {cycle}: rows committed before it are missing"
             assert count == top >= before, f"cycle {cycle}: a gap in the backup"
@@ -130,7 +65,7 @@ def test_backup_then_restore_cycles_lose_nothing(
             writer.expect("PAUSED")
             restore(guard, manifest.id)
             check_database(tally, db_path)
-            assert content_digest(db_path) == content_digest(stored), f"cycle {cycle}"
+            assert content_digest(db_path) == held, f"cycle {cycle}"
             writer.send("GO")
             tally.cycles += 1
         writer.send("STOP")
@@ -145,7 +80,7 @@ def test_backup_then_restore_cycles_lose_nothing(
 def test_restore_succeeds_while_a_writer_without_orders_commits(
     db_path: Path, spawn, quick_guard: Guard, tally: Tally
 ) -> None:
-    _create(db_path)
+    create_numbered(db_path)
     writer = spawn(WRITER, str(db_path))
     guard = quick_guard
     try:
