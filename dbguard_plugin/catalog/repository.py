@@ -48,7 +48,7 @@ from typing import IO, NamedTuple
 from dbguard_plugin import locks
 from dbguard_plugin.catalog.codecs import zstandard
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.errors import VerificationError
+from dbguard_plugin.errors import ConfigError, VerificationError
 from dbguard_plugin.files import fsync_dir, open_private, private_dir, write_atomic
 
 FORMAT = 1
@@ -58,6 +58,9 @@ FORMAT = 1
 #: an index takes its new entries on pages spread over the whole file. Pages of another
 #: size still deduplicate (a smaller page: several per chunk; a larger: several chunks).
 CHUNK_SIZE = 4096
+#: The average chunk of a server dump (content-defined chunking): rows of a text or
+#: archive dump are not page-aligned, so boundaries come from the content itself.
+CDC_AVERAGE = 16 * 1024
 #: The file is read, and packs are written, in blocks of this size.
 _BLOCK = 1 << 20
 #: A pack is closed when it holds this many stored bytes.
@@ -182,22 +185,25 @@ class Repository:
     # -- writing --------------------------------------------------------------------
 
     def store(self, plain: Path, compression: str = "none",
-              progress: Progress | None = None) -> Stored:
+              progress: Progress | None = None, *, content_defined: bool = False) -> Stored:
         """Cut *plain* into chunks and write those the repository lacks, then its chunk
-        list. Call with the catalog lock held; all of it is durable when it returns."""
+        list. Call with the catalog lock held; all of it is durable when it returns.
+
+        A SQLite file is cut into fixed page-aligned chunks; a server dump, whose rows
+        move when one before them grows, with *content_defined* chunking (FastCDC,
+        about :data:`CDC_AVERAGE` bytes a chunk), so that consecutive dumps of a slowly
+        changing database still share most chunks."""
         self.prepare()
         writer = _PackWriter(self, self.index(), CODECS[compression])
         ids = bytearray()
         total = plain.stat().st_size
-        step = self.chunk_size
         try:
-            with open(plain, "rb", buffering=0) as src:
-                while block := src.read(max(_BLOCK, step)):
-                    view = memoryview(block)
-                    for start in range(0, len(block), step):
-                        ids += writer.put(view[start:start + step])
-                    if progress is not None:
-                        progress(writer.plain, total)
+            pieces = _content_defined(plain) if content_defined else _fixed(
+                plain, self.chunk_size)
+            for piece in pieces:
+                ids += writer.put(piece)
+                if progress is not None and writer.plain % _BLOCK < len(piece):
+                    progress(writer.plain, total)
             chunk_list = writer.put(memoryview(bytes(ids)), codec="none")
             writer.close()
         except BaseException:
@@ -337,6 +343,28 @@ class Repository:
     def stored_bytes(self) -> int:
         """The repository's size on disk: packs, indexes and config."""
         return sum(_size(p) for p in self.directory.rglob("*") if p.is_file())
+
+
+def _fixed(path: Path, step: int) -> Iterator[memoryview]:
+    """*path* in chunks of *step* bytes, read a block at a time."""
+    with open(path, "rb", buffering=0) as src:
+        while block := src.read(max(_BLOCK, step)):
+            view = memoryview(block)
+            for start in range(0, len(block), step):
+                yield view[start:start + step]
+
+
+def _content_defined(path: Path) -> Iterator[memoryview]:
+    """*path* in content-defined chunks (FastCDC 2020, through pyfastcdc)."""
+    try:
+        # why here: an optional extra, needed only for server dumps in the repository
+        from pyfastcdc import FastCDC
+    except ImportError:
+        raise ConfigError("storage = 'repository' for a PostgreSQL or MariaDB database "
+                          "needs the pyfastcdc package: pip install "
+                          "'dbguard-plugin[repository]', or set storage to files") from None
+    for chunk in FastCDC(CDC_AVERAGE).cut_file(str(path)):
+        yield memoryview(chunk.data)
 
 
 def _size(path: Path) -> int:
