@@ -18,6 +18,7 @@ import pytest
 from cli_runs import Cli
 
 from dbguard_plugin.catalog.repository import Repository, read_index
+from dbguard_plugin.cli.options import size
 from dbguard_plugin.errors import VerificationError
 
 CRASH_ENV = "DBGUARD_CRASH_AT"
@@ -300,3 +301,20 @@ def test_a_convert_killed_at_any_step_loses_no_backup(
     assert list(catalog_of(db_path).glob("*.sqlite")) == []
     assert run_cli("restore", old["id"], "--yes", *repo_config).returncode == 0
     assert count(db_path) == 800
+
+
+def test_backups_shows_what_each_backup_added_once_the_repository_is_used(
+        db_path: Path, db_url: str, run_cli: Cli, repo_config: list[str]) -> None:
+    make_bot_db(db_path, rows=1500)
+    backup(run_cli, ["--db", db_url])
+    plain = run_cli("backups", "--db", db_url).stdout.splitlines()
+    assert "ADDED" not in plain[0]
+    backup(run_cli, repo_config)
+    add_trades(db_path, 20)
+    newest = backup(run_cli, repo_config)
+    listed = run_cli("backups", *repo_config).stdout.splitlines()
+    assert listed[0].split()[:8] == ["ID", "TIME", "(UTC)", "REASON", "SIZE", "ADDED",
+                                    "VERIFIED", "SHA256"]
+    row = next(line for line in listed if line.startswith(newest["id"])).split()
+    assert " ".join(row[5:7]) == size(newest["added"])
+    assert newest["added"] < newest["size"]

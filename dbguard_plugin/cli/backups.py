@@ -65,11 +65,16 @@ def backups() -> None:
     if not rows and not damaged:
         click.echo(f"no backups in {guard.catalog.directory}; 'dbguard backup' makes one")
         return
-    click.echo(f"{'ID':<38} {'TIME (UTC)':<24} {'REASON':<14} {'SIZE':>10} VERIFIED SHA256")
+    # ADDED (what each backup added to the repository) only where one is there: a
+    # catalog of data files reads as it always has
+    added = any(r["storage"] == "repository" for r in rows)
+    click.echo(f"{'ID':<38} {'TIME (UTC)':<24} {'REASON':<14} {'SIZE':>10} "
+               + (f"{'ADDED':>10} " if added else "") + "VERIFIED SHA256")
     for r in rows:
         click.echo(
             f"{r['id']:<38} {r['time']:<24} {r['reason']:<14} {size(int(r['size'])):>10} "
-            f"{'yes' if r['verified'] else 'NO':<8} {str(r['sha256'])[:12]}"
+            + (f"{size(int(r['added'])):>10} " if added else "")
+            + f"{'yes' if r['verified'] else 'NO':<8} {str(r['sha256'])[:12]}"
         )
         if r["note"]:  # free text of any length: on its own line, under its backup
             click.echo(f"  note: {r['note']}")
