@@ -27,13 +27,14 @@ from dbguard_plugin.engines.preview import (
     Preview,
 )
 from dbguard_plugin.engines.server.params import server_kind
-from dbguard_plugin.engines.verify import VerifyResult, verify_checksum
+from dbguard_plugin.engines.verify import VerifyResult
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.location import DatabaseLocation
 
 __all__ = [
     "check_source", "create_backup", "is_server", "open_lease", "preview_restore",
-    "server_backup", "server_preview", "verified_copy", "verify_backup", "verify_or_refuse",
+    "server_backup", "server_preview", "verified_archive", "verified_copy", "verify_backup",
+    "verify_or_refuse",
 ]
 
 
@@ -118,14 +119,11 @@ def verify_backup(
 
         with checked_copy(catalog, manifest, level) as (result, _plain):
             return result
-    result = verify_checksum(catalog, manifest)
-    if not result.ok:
-        return result
     # why here: the server engine (SQLAlchemy, drivers) only for a server backup
-    from dbguard_plugin.engines.server.verify import archive_problems
+    from dbguard_plugin.engines.server.verify import checked_archive
 
-    return VerifyResult(manifest, result.path,
-                        archive_problems(catalog, manifest, Path(result.path)))
+    with checked_archive(catalog, manifest) as (result, _archive):
+        return result
 
 
 def verify_or_refuse(
@@ -156,6 +154,23 @@ def verified_copy(
         if plain is None or not result.ok:
             raise _refusal(catalog, result, record, nothing_was)
         yield plain
+
+
+@contextlib.contextmanager
+def verified_archive(
+    catalog: Catalog, manifest: Manifest, *, record: bool = True,
+    nothing_was: str = "changed",
+) -> Iterator[tuple[Path, Manifest]]:
+    """The server backup *manifest* verified (or refused) as by verify_or_refuse(), and
+    while the block runs the archive its tool read, with the manifest to hand the tool:
+    a repository backup's reassembled copy, so a restore loads exactly what was checked."""
+    # why here: the server engine (SQLAlchemy, drivers) only for a server backup
+    from dbguard_plugin.engines.server.verify import checked_archive
+
+    with checked_archive(catalog, manifest) as (result, archive):
+        if archive is None or not result.ok:
+            raise _refusal(catalog, result, record, nothing_was)
+        yield archive
 
 
 def _refusal(catalog: Catalog, result: VerifyResult, record: bool,

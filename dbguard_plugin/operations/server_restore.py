@@ -1,7 +1,9 @@
 """Restores of server databases through the same engine steps as SQLite's.
 
 Guard (the lease exclusive: no bot has orders in flight, none can start one), verify
-the backup (sha256 and the server tool's own look at the archive), safety backup, the
+the backup (its sha256, or for a backup in the repository every chunk as it is
+reassembled into a scratch copy, then the server tool's own look at the archive, which
+is the file the replacement then loads), safety backup, the
 operation journal, the atomic replacement (one transaction on PostgreSQL, one RENAME
 TABLE on MariaDB), a post-check (row counts and schema fingerprint against the
 manifest), the safety backup put back the same way on any failure, the record
@@ -34,11 +36,12 @@ from dbguard_plugin import signals
 from dbguard_plugin.catalog import journal
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.crashpoints import reach
-from dbguard_plugin.engines import verify_or_refuse
+from dbguard_plugin.engines import verified_archive
 from dbguard_plugin.engines.server.credentials import scrub
 from dbguard_plugin.engines.server.dialect import Dialect, OutcomeUnknown, compare
 from dbguard_plugin.engines.server.dialects import dialect_for
 from dbguard_plugin.engines.server.lease import ServerLease
+from dbguard_plugin.engines.server.verify import Archive, opened_archive
 from dbguard_plugin.engines.sqlite.backup import NothingToBackUp
 from dbguard_plugin.errors import ConfigError, DbGuardError, VerificationError
 from dbguard_plugin.events import Operation
@@ -70,18 +73,20 @@ def restore_server(guard: Guard, backup_id: str, *, force: bool = False,
     with guard.operation(Operation.RESTORE, force=force, who=who):
         reach("server-restore:locked")
         _settle(guard)
-        verify_or_refuse(guard.catalog, manifest)
-        dialect.cleanup()
-        safety_id = _safety_backup(guard, manifest)
-        reach("server-restore:safety-done")
-        intent = journal.Intent(operation=operation, step="restoring",
-                                backup_id=manifest.id, safety_id=safety_id,
-                                database=guard.location.redacted, marker=new_marker())
-        journal.write(guard.location.state_dir, intent)
-        reach("server-restore:journal-written")
-        signals.notify(signals.restore_started, guard, backup_id=manifest.id,
-                       operation=operation)
-        _replace(guard, dialect, manifest, intent)
+        # one read of the backup: the tool loads the very archive that was verified (a
+        # repository backup's reassembled copy, kept until the replacement is done)
+        with verified_archive(guard.catalog, manifest) as archive:
+            dialect.cleanup()
+            safety_id = _safety_backup(guard, manifest)
+            reach("server-restore:safety-done")
+            intent = journal.Intent(operation=operation, step="restoring",
+                                    backup_id=manifest.id, safety_id=safety_id,
+                                    database=guard.location.redacted, marker=new_marker())
+            journal.write(guard.location.state_dir, intent)
+            reach("server-restore:journal-written")
+            signals.notify(signals.restore_started, guard, backup_id=manifest.id,
+                           operation=operation)
+            _replace(guard, dialect, archive, intent)
         reach("server-restore:committed")
         _check_or_put_back(guard, dialect, manifest, intent)
         reach("server-restore:checked")
@@ -119,14 +124,16 @@ def _safety_backup(guard: Guard, manifest: Manifest) -> str:
         return ""
 
 
-def _replace(guard: Guard, dialect: Dialect, manifest: Manifest,
+def _replace(guard: Guard, dialect: Dialect, archive: Archive,
              intent: journal.Intent) -> None:
-    """The replacement: returns once it committed; RestoreError when it did not, or when
-    that is not known (the journal then stays for recovery)."""
+    """The replacement with the verified *archive*: returns once it committed;
+    RestoreError when it did not, or when that is not known (the journal then stays for
+    recovery)."""
+    path, manifest = archive
     what = f"{intent.operation} of {manifest.id}"
     try:
-        dialect.restore_archive(guard.catalog.data_path(manifest), manifest,
-                                guard.config.busy_timeout, _lease(guard), intent.marker)
+        dialect.restore_archive(path, manifest, guard.config.busy_timeout, _lease(guard),
+                                intent.marker)
     except OutcomeUnknown as exc:
         error = scrub(str(exc), dialect.params)
         signals.notify(signals.restore_failed, guard, backup_id=manifest.id,
@@ -178,8 +185,11 @@ def _put_back(guard: Guard, dialect: Dialect, intent: journal.Intent) -> tuple[b
     reach("server-restore:rolling-back")
     try:
         safety = guard.catalog.get(safety_id)
-        dialect.restore_archive(guard.catalog.data_path(safety), safety,
-                                guard.config.busy_timeout, _lease(guard), undo.marker)
+        # a repository backup is reassembled, every chunk checked: a bad one fails here,
+        # before anything is replaced
+        with opened_archive(guard.catalog, safety) as (path, plain):
+            dialect.restore_archive(path, plain, guard.config.busy_timeout, _lease(guard),
+                                    undo.marker)
     except OutcomeUnknown as again:
         return False, f"putting safety backup {safety_id} back was interrupted ({again}); {_KEPT}"
     except Exception as again:  # it did not commit: the checked-and-failed backup stays

@@ -4,6 +4,13 @@ Same shape as a SQLite backup (see :mod:`dbguard_plugin.engines.backup`): the du
 to a ``.tmp-`` name in the catalog (0600), is checked with the server's own tool,
 fsynced, and renamed into place; the manifest comes last. Nothing about the connection
 but the redacted URL is ever written.
+
+With ``storage = "repository"`` the checked dump is not named but cut into
+content-defined chunks in the catalog's repository (catalog/repository.py), then
+deleted. It is dumped uncompressed for that (pg_dump ``--compress=0``, no stream
+compression for mariadb-dump): a dump compressed as a whole changes from its first
+changed row to its end, and would share almost no chunk with the one before it; the
+repository compresses each new chunk itself, with the ``compression`` setting.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog, data_file
 from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.catalog.repository import CDC_AVERAGE, Repository
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.engines.backup import (
     BackupError,
@@ -48,14 +57,19 @@ def create_backup(request: Request, catalog: Catalog, settings: BackupSettings |
         tmp = catalog.directory / f"{TMP_PREFIX}{backup_id}.dump"
         fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
-            result = _dump(dialect, fd, settings.compression, progress)
+            result = _dump(dialect, fd, settings, progress)
             reach("server-backup:dumped")
             manifest = _manifest(request, backup_id, started, dialect.params.kind, result)
             _check(dialect, tmp, manifest, location)
             reach("server-backup:checked")
-            catalog.place(tmp, manifest.file)
+            if settings.storage == "repository":
+                fields = _chunked(catalog, tmp, settings.compression, progress)
+            else:
+                catalog.place(tmp, manifest.file)
+                fields = {}
             manifest = Manifest.from_dict(
-                {**manifest.as_dict(), "duration_s": round(time.monotonic() - clock, 3)})
+                {**manifest.as_dict(), **fields,
+                 "duration_s": round(time.monotonic() - clock, 3)})
             catalog.write_manifest(manifest)
             reach("server-backup:manifested")
             return manifest
@@ -70,15 +84,35 @@ def create_backup(request: Request, catalog: Catalog, settings: BackupSettings |
                 os.unlink(tmp)
 
 
-def _dump(dialect: Dialect, fd: int, compression: str,
+def _dump(dialect: Dialect, fd: int, settings: BackupSettings,
           progress: Progress | None) -> DumpResult:
-    """The dump into *fd*, fsynced; *fd* is closed whatever happens."""
+    """The dump into *fd*, fsynced when it is to be the data file; *fd* is closed
+    whatever happens. A dump for the repository is plain (see the module docstring)."""
+    chunked = settings.storage == "repository"
     try:
-        result = dialect.dump(fd, compression, progress, on_dump_started)
-        os.fsync(fd)
+        result = dialect.dump(fd, "none" if chunked else settings.compression, progress,
+                              on_dump_started, plain=chunked)
+        if not chunked:  # a dump for the repository is deleted once its chunks are durable
+            os.fsync(fd)
         return result
     finally:
         os.close(fd)
+
+
+def _chunked(catalog: Catalog, tmp: Path, compression: str,
+             progress: Progress | None) -> dict[str, Any]:
+    """Store the checked dump *tmp* in the repository (content-defined chunks, each new
+    one compressed with *compression*), durably, then delete it: the manifest fields
+    that make the backup its chunks. Runs under the catalog lock (new_backup's), so no
+    collection can take a chunk before the manifest names it."""
+    repository = Repository.of(catalog.directory)
+    stored = repository.store(tmp, compression, progress, content_defined=True)
+    reach("server-backup:chunked")
+    os.unlink(tmp)
+    return {"storage": "repository", "file": "", "size": stored.size,
+            "sha256": stored.chunk_list, "compression": compression,
+            "chunk_list": stored.chunk_list, "chunk_count": stored.chunk_count,
+            "chunk_size": CDC_AVERAGE, "added": stored.added}
 
 
 def _manifest(request: Request, backup_id: str, started: float, kind: str,

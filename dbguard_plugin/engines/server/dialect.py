@@ -59,7 +59,10 @@ class Dialect(Protocol):
     def connect(self) -> Any: ...
 
     def dump(self, fd: int, compression: str, progress: Progress | None,
-             started: Callable[[int], None] | None) -> DumpResult: ...
+             started: Callable[[int], None] | None, *, plain: bool = False) -> DumpResult:
+        """Dump the database into *fd*, stream-compressed by *compression* where the
+        tool does not compress itself. *plain*: no compression at all, the tool's own
+        included (a dump for the repository, which compresses each chunk itself)."""
 
     def check_new(self, path: Path, manifest: Manifest) -> list[str]: ...
 

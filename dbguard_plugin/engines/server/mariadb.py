@@ -162,7 +162,11 @@ class MariaDB:
         ]
 
     def dump(self, fd: int, compression: str, progress: Progress | None,
-             started: Callable[[int], None] | None) -> DumpResult:
+             started: Callable[[int], None] | None, *, plain: bool = False) -> DumpResult:
+        """mariadb-dump's SQL text, compressed by dbguard's stream writer per
+        *compression* unless *plain*."""
+        if plain:
+            compression = "none"
         tool = find_tool("mariadb-dump", _PACKAGE)
         conn = self.connect()
         try:

@@ -174,7 +174,10 @@ class PostgreSQL:
     # -- backup ------------------------------------------------------------------------
 
     def dump(self, fd: int, compression: str, progress: Progress | None,
-             started: Callable[[int], None] | None) -> DumpResult:
+             started: Callable[[int], None] | None, *, plain: bool = False) -> DumpResult:
+        """A custom-format archive: pg_dump compresses its table data itself (so
+        *compression* is not applied), unless *plain*: zlib-compressed data would
+        change from a changed row to the end of its table, defeating deduplication."""
         pg_dump = find_tool("pg_dump", _PACKAGE)
         conn = self.connect()
         try:
@@ -198,8 +201,8 @@ class PostgreSQL:
             counter.start()
             try:
                 digests = stream_dump(
-                    [pg_dump, "--format=custom", f"--snapshot={snapshot}",
-                     f"--exclude-table=*.{HOLDERS_TABLE}",
+                    [pg_dump, "--format=custom", *(["--compress=0"] if plain else []),
+                     f"--snapshot={snapshot}", f"--exclude-table=*.{HOLDERS_TABLE}",
                      f"--exclude-table=*.{RESTORES_TABLE}"],
                     pg_env(self.params), fd, self.params, progress=progress, started=started,
                 )
