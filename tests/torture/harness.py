@@ -7,11 +7,30 @@ them out live in conftest.py. The readers shared with the rest of the suite
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlite_files import integrity
+
+#: Crash points only a backup into the repository, its collection or ``dbguard convert``
+#: reaches: test_repository.py drives them (with a writer); the crash matrix does not.
+REPOSITORY_ONLY = re.compile(r"^(repository:|gc:|convert:|backup:chunked$)")
+
+#: Each of them -> the command killed there (test_repository.py).
+REPOSITORY_POINTS = {
+    "repository:pack-written": "backup",
+    "repository:indexed": "backup",
+    "backup:chunked": "backup",
+    "backup:manifested": "backup",
+    "prune:manifest-deleted": "prune",
+    "gc:repacked": "prune",
+    "gc:index-removed": "prune",
+    "gc:leftover-removed": "prune after a killed backup",
+    "convert:chunked": "convert",
+    "convert:manifested": "convert",
+}
 
 #: The CI size of the backup-then-restore loop; the soak run passes ``--torture-cycles 1000``.
 CI_CYCLES = 200

@@ -9,6 +9,7 @@ brought back another backup's rows, shows as a gap or a wrong count.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 from collections.abc import Callable
@@ -18,8 +19,19 @@ from typing import Any
 
 import pytest
 from cli_runs import Cli
-from harness import WRITER, Tally, check_database, committed, create_numbered
+from harness import (
+    REPOSITORY_ONLY,
+    WRITER,
+    Tally,
+    check_database,
+    committed,
+    create_numbered,
+)
+from harness import (
+    REPOSITORY_POINTS as POINTS,
+)
 
+import dbguard_plugin
 from dbguard_plugin import Guard
 from dbguard_plugin.catalog.repository import Repository, read_index
 from dbguard_plugin.catalog.retention import collect
@@ -79,19 +91,11 @@ def _config(tmp_path: Path, db_url: str, **settings: Any) -> list[str]:
     return ["--config", str(path)]
 
 
-#: Crash point -> the command killed there, and what the run first needs.
-POINTS = {
-    "repository:pack-written": "backup",
-    "repository:indexed": "backup",
-    "backup:chunked": "backup",
-    "backup:manifested": "backup",
-    "prune:manifest-deleted": "prune",
-    "gc:repacked": "prune",
-    "gc:index-removed": "prune",
-    "gc:leftover-removed": "prune after a killed backup",
-    "convert:chunked": "convert",
-    "convert:manifested": "convert",
-}
+def test_every_repository_crash_point_is_driven() -> None:
+    in_code: set[str] = set()
+    for source in Path(dbguard_plugin.__file__).parent.rglob("*.py"):
+        in_code.update(re.findall(r'\breach\("([^"]+)"\)', source.read_text("utf-8")))
+    assert {p for p in in_code if REPOSITORY_ONLY.match(p)} <= set(POINTS) <= in_code
 
 
 @pytest.mark.parametrize("point", list(POINTS))

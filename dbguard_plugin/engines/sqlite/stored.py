@@ -19,7 +19,7 @@ from typing import BinaryIO
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.catalog.codecs import CHUNK, decompressing
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.catalog.repository import Repository
+from dbguard_plugin.engines.reassemble import read_chunks, reassembled
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.files import open_private
 
@@ -146,20 +146,16 @@ def opened_copy(stored: Path, compression: str, scratch_dir: Path) -> Iterator[P
 
 def read_repository(catalog: Catalog, manifest: Manifest, plain: Path) -> ReadCopy:
     """Reassemble the repository backup *manifest* into *plain* (made by
-    :func:`scratch`), every chunk checked against its id as it is read, which proves the
-    content (the chunk list's id is the manifest's sha256); a missing or damaged chunk
-    is kept as the copy's *failure*, naming the chunk."""
-    repository = Repository.of(catalog.directory)
+    :func:`scratch`) through :func:`~dbguard_plugin.engines.reassemble.read_chunks`,
+    keeping the first bytes for the header check; a missing or damaged chunk is kept as
+    the copy's *failure*, naming the chunk."""
     failure: Exception | None = None
-    with repository.reading(), _rewritten(plain) as out_file:
+    with _rewritten(plain) as out_file:
         out = _Hashing(out_file, digest=False)
         try:
-            repository.read_into(manifest.chunk_list, out)  # type: ignore[arg-type]
+            read_chunks(catalog, manifest, out)  # type: ignore[arg-type]
         except VerificationError as exc:
-            failure = VerificationError(f"backup {manifest.id}: {exc}")
-    if failure is None and out.size != manifest.raw_size:
-        failure = VerificationError(f"backup {manifest.id}: its chunks make {out.size} "
-                                    f"bytes, not the {manifest.raw_size} its manifest names")
+            failure = exc
     return ReadCopy(plain, out.size, manifest.sha256, manifest.raw_sha256, out.head, failure)
 
 
@@ -167,14 +163,10 @@ def read_repository(catalog: Catalog, manifest: Manifest, plain: Path) -> ReadCo
 def opened_backup(catalog: Catalog, manifest: Manifest) -> Iterator[Path]:
     """The plain SQLite file of backup *manifest*, whatever its storage: its data file
     (or a decompressed scratch copy), or its chunks reassembled into a scratch copy."""
-    if manifest.storage != "repository":
-        with opened_copy(catalog.data_path(manifest), manifest.compression,
-                         catalog.directory) as plain:
+    if manifest.storage == "repository":
+        with reassembled(catalog, manifest) as plain:
             yield plain
         return
-    with scratch(catalog.location_of(manifest) / manifest.id, "repository",
-                 catalog.directory) as tmp:
-        copy = read_repository(catalog, manifest, tmp)
-        if copy.failure is not None:
-            raise copy.failure
-        yield tmp
+    with opened_copy(catalog.data_path(manifest), manifest.compression,
+                     catalog.directory) as plain:
+        yield plain
