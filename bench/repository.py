@@ -1,5 +1,6 @@
-"""What the deduplicated repository costs and saves: a full backup, a trading day's
-backup, 30 days of them, a restore, memory, and a live writer.
+"""What dbguard's deduplicated repository costs and saves, through dbguard's real backup
+and restore: a full backup, a trading day's backup, 30 days of them, a restore, memory,
+and a live writer.
 
     python bench/repository.py [--sizes 100M,1G] [--repeat N] [--days D] [--json] [--dir PATH]
 
@@ -10,45 +11,60 @@ rest (trades about 330 bytes a row, orders about 250), three orders per trade, a
 freqtrade's indexes (trades by pair and by is_open, orders by trade, by status, by pair
 and open flag, and unique by pair and order id). Rows go in in batches, trades and
 their orders interleaved, until the file reaches the size; then WAL mode and
-``PRAGMA wal_checkpoint(TRUNCATE)``. The repository is ``Repository.of(<dir>/catalog)``
-with the default chunk size and no compression. Then, in one process:
+``PRAGMA wal_checkpoint(TRUNCATE)``.
+
+Backups are dbguard's own: ``Guard(Config(db_url=..., storage="repository",
+keep_last=1000, keep_daily=0, keep_weekly=0, ...)).backup("manual")``, timed by wall
+clock. That is the snapshot copy (a child process) to a temporary file, then
+``quick_check`` of the copy with ``Repository.store()`` of it on a thread beside it, the
+manifest, and the prune after it (which keeps everything but still collects the
+repository). The repository is ``<db>.dbguard/backups/repository``. The copy,
+``quick_check`` and ``store()`` inside it are timed too, by wrapping the functions the
+backup calls. The same database is also backed up by a second Guard with
+``storage="files"`` and a state directory of its own (the full verified copy dbguard
+makes without the repository). Then, in one process:
 
 1. **Floor**, the least a verified full copy costs: ``shutil.copyfile`` + fsync of the
    copy + sha256 of the copy, and separately ``PRAGMA quick_check`` of that copy; the
    floor is the larger of the two (they could run side by side).
-2. **Full backup into an empty repository**: the database copied to a temporary file
-   (a file copy: the database is idle and checkpointed, which is what dbguard's
-   default snapshot copy amounts to then), ``quick_check`` of the copy, then
-   ``Repository.store()`` of it, timed by step. Interleaved with the floor over N
-   repeats (default 3), the order alternating; every run starts with the source read
-   once (warm) and ``sync`` run, both untimed. Ratio: total / floor of the same repeat.
+2. **Full backup into an empty repository** (the catalog removed before each), the
+   floor and the files backup, interleaved over N repeats (default 3), the order
+   rotating; every run starts with ``sync`` and the database read once, both untimed.
+   Ratios: against the floor, or the files backup, of the same repeat.
 3. **A trading day**, as a bot makes it: the orders of the trades still open are filled
    and those trades closed, then 1 % of the database's rows are appended (a quarter
    trades, three orders each; a tenth of the new trades stay open with open orders).
-   Then the same backup again, interleaved with ``cp`` + fsync of the database over N
-   repeats; every repeat but the last is undone with ``Repository.collect()``. Figures:
-   the bytes the backup added (``Stored.added``) / the database's size; ``store()``
-   alone / cp + fsync; copy + ``store()`` (the backup without quick_check) / cp +
-   fsync; the whole backup. The worst case, without a target: as many rows as the day
-   touched, updated at random across both tables (non-indexed columns), on a copy of
-   the database, stored and then collected again.
-4. **30 days**: 29 more such days, each stored straight from the idle, checkpointed
-   database file. The repository's size (``stored_bytes()``) plus an estimate of the
-   manifests (``67 bytes * chunks + 2 KiB`` each, one per backup: the full one and the
-   30 days) / the size of the database at the end, beside what the same backups take
-   as full copies.
-5. **Restore** of the last backup: ``read_into`` a new file + fsync, against
-   ``copyfile`` + fsync from a full copy of the same content (and, for reference, the
-   same + sha256), interleaved over N repeats with the packs and the copy warm.
-6. **Peak memory**: ``ru_maxrss`` growth across one ``store()`` of the database into an
-   empty repository, in a fresh child process that forks once and measures in the
-   fork (on Linux ``ru_maxrss`` survives exec, so a child started by this larger
-   process would start with its peak).
+   Then the repository backup again, ``cp`` + fsync of the database and the files
+   backup, interleaved over N repeats; every repository backup but the last is undone
+   (its manifest deleted, then ``Guard.prune()``, which collects its chunks). Figures:
+   the bytes the backup added (``Manifest.added``) / the database's size; the backup's
+   wall time (quick_check inside it) / cp + fsync; the copy + ``store()`` inside it
+   (the backup without quick_check, roughly) / cp + fsync. The worst case, without a
+   target: as many rows as the day touched, updated at random across both tables
+   (non-indexed columns), on a copy of the database, stored with ``store()`` and
+   collected again.
+4. **30 days**: 29 more such days, each backed up with ``guard.backup()``. The
+   repository's size (``stored_bytes()``) plus the size of the catalog's manifest files
+   (``<db>.dbguard/backups/*.json``) / the size of the database at the end, beside what
+   the same backups take as full copies.
+5. **Restore** of the last backup, as ``dbguard restore ID --yes --force`` runs it after
+   its preview: ``dbguard_plugin.operations.restore.restore(guard, id, force=True)`` (the
+   lease, the verification with integrity_check, the preview, a safety backup, the
+   journal, the write into the live database, post_check), against the same restore of
+   a files backup of the same content taken through the files Guard; and, for
+   reference, ``read_into`` a new file + fsync against ``copyfile`` + fsync of the files
+   backup. Interleaved over N repeats, the packs and the files backup warm; the safety
+   backups are deleted after each run, untimed.
+6. **Peak memory**: ``ru_maxrss`` growth across one full ``guard.backup()`` into an
+   empty repository, in a fresh child process that forks once and measures in the fork
+   (on Linux ``ru_maxrss`` survives exec, so a child started by this larger process
+   would start with its peak). The snapshot copy's own child process is not counted.
 7. **A live writer**: a separate process commits one small row into ``orders`` every
-   5 ms (Python's ``sqlite3`` defaults, busy timeout 30 s) while the full backup runs N
-   times, each into a new empty repository; the copy is SQLite's backup API here, as
-   the database is not idle. p99 and max of the commits that overlapped a backup,
-   beside those of the second before the first.
+   5 ms (Python's ``sqlite3`` defaults, busy timeout 30 s) while ``guard.backup()``
+   runs N times, each into a new empty repository. p99 and max of the commits that
+   overlapped a backup, beside those of the second before the first.
+
+The 1-minute load average is sampled every 2 s during each size and printed.
 
 The 1 GiB size needs about 8 GiB free in --dir (default: a new temporary directory,
 removed afterwards; with --dir a new subdirectory of PATH, removed afterwards).
@@ -60,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import inspect
 import json
@@ -74,7 +91,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,14 +112,19 @@ from tradingdb import (
     warm,
 )
 
-from dbguard_plugin.catalog.repository import Repository, Stored
+from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.catalog.repository import Repository
+from dbguard_plugin.core.guard import Guard
+from dbguard_plugin.engines.sqlite import backup as sqlite_backup
+from dbguard_plugin.operations.restore import restore
+from dbguard_plugin.settings.config import Config
 
 #: The issue's targets (#15).
 TARGET_FULL_OVER_FLOOR = 1.15
 TARGET_DAY_ADDED_SHARE = 0.03
 TARGET_DAY_OVER_CP = 0.5
 TARGET_REPOSITORY_OVER_DB = 1.5
-TARGET_RESTORE_OVER_COPY = 1.2
+TARGET_RESTORE_OVER_FILES = 1.2
 TARGET_RSS_MIB = 64.0
 TARGET_WRITER_P99_MS = 20.0
 TARGET_WRITER_MAX_MS = 100.0
@@ -113,13 +135,11 @@ DAYS = 30
 DAY_SHARE = 0.01
 #: The share of a day's new trades still open at its end (closed the next day).
 OPEN_SHARE = 0.1
-#: The manifest estimate: its chunk list and the rest of its JSON.
-MANIFEST_PER_CHUNK = 67
-MANIFEST_BASE = 2048
 
 WRITER_PERIOD_S = 0.005
 WRITER_BEFORE_S = 1.0
 WRITER_AFTER_S = 0.5
+LOAD_EVERY_S = 2.0
 
 EPOCH = 1_700_000_000
 TRADE_EVERY_S = 600
@@ -284,29 +304,6 @@ def copy_fsync_sha256(src: Path, dst: Path) -> None:
     sha256_of(dst)
 
 
-def copy_backup_api(src: Path, dst: Path) -> None:
-    """A consistent copy while another process writes; the temporary needs no fsync."""
-    source = sqlite3.connect(src)
-    target = sqlite3.connect(dst)
-    try:
-        target.execute("PRAGMA synchronous=OFF")
-        source.backup(target, pages=-1)
-    finally:
-        target.close()
-        source.close()
-
-
-def chunks_of(backups: Iterable[Stored]) -> set[str]:
-    return {chunk for stored in backups for chunk in stored.chunks}
-
-
-def undo(catalog: Path, kept: list[Stored]) -> None:
-    """Drop the chunks of a measured backup that is not kept, as prune would."""
-    collected = Repository.of(catalog).collect(chunks_of(kept))
-    if collected.deferred:
-        raise RuntimeError(f"collection deferred: {collected.deferred}")
-
-
 # -- the database -----------------------------------------------------------------------
 
 
@@ -392,18 +389,82 @@ def scattered_updates(db: Path, rows: int, rng: random.Random) -> None:
         conn.close()
 
 
+
+# -- dbguard ----------------------------------------------------------------------------
+
+#: The seconds each of the backup's own steps took in the last backup, set by the
+#: wrappers install_step_timers() puts around them (store() runs beside quick_check).
+STEP_SECONDS: dict[str, float] = {}
+
+
+def guard_for(db: Path, storage: str, state_dir: Path | None = None) -> Guard:
+    """A Guard as a bot's config makes it; every backup kept, but the prune after each
+    still runs (and collects the repository), as it does for a bot."""
+    return Guard(Config(db_url=f"sqlite:///{db}", storage=storage, keep_last=1000,
+                        keep_daily=0, keep_weekly=0, backup_on_session_start=False,
+                        backup_on_session_end=False,
+                        state_dir=None if state_dir is None else str(state_dir)))
+
+
+def _step_timer(label: str, func: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(func)
+    def timed_step(*args: Any, **kwargs: Any) -> T:
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            STEP_SECONDS[label] = time.perf_counter() - start
+    return timed_step
+
+
+def install_step_timers() -> None:
+    """Split the real backup by step without changing what it runs: the engine calls
+    these by their module or class attribute, so wrapping the attribute is enough."""
+    for label, owner, name in (("copy", sqlite_backup, "_copy_snapshot"),
+                               ("quick_check", sqlite_backup, "_check_copy"),
+                               ("store", Repository, "store")):
+        setattr(owner, name, _step_timer(label, getattr(owner, name)))
+
+
+def timed_backup(guard: Guard) -> tuple[dict[str, float], Manifest]:
+    """``guard.backup("manual")`` by wall clock, with its steps."""
+    STEP_SECONDS.clear()
+    start = time.perf_counter()
+    manifest = guard.backup("manual")
+    seconds = {"total": time.perf_counter() - start, **STEP_SECONDS}
+    if "store" in seconds:
+        seconds["copy + store"] = seconds["copy"] + seconds["store"]
+    return seconds, manifest
+
+
+def empty_repository(db: Path, guard: Guard | None) -> Guard:
+    """The repository Guard over an empty catalog (reopened: a Catalog prepares its
+    directory once)."""
+    if guard is not None:
+        guard.close()
+        shutil.rmtree(guard.catalog.directory)
+    return guard_for(db, "repository")
+
+
+def undo(guard: Guard, manifest: Manifest) -> None:
+    """Drop a measured backup that is not kept: its manifest, then the chunks no other
+    manifest references, as prune would."""
+    guard.catalog.delete(manifest)
+    guard.prune()
+
+
+def drop_safety_backups(guard: Guard) -> None:
+    for manifest in guard.catalog.manifests():
+        if manifest.reason == "pre-restore":
+            guard.catalog.delete(manifest)
+    guard.prune()
+
+
+def manifest_files(guard: Guard) -> list[Path]:
+    return [p for p in guard.catalog.directory.glob("*.json") if not p.name.startswith(".")]
+
+
 # -- backups ----------------------------------------------------------------------------
-
-
-def full_backup(db: Path, snap: Path, catalog: Path) -> tuple[dict[str, float], Stored]:
-    """The repository backup of an idle database: copy, quick_check, store(); by step."""
-    seconds: dict[str, float] = {}
-    seconds["copy"], _ = timed(lambda: shutil.copyfile(db, snap))
-    seconds["quick_check"], _ = timed(lambda: quick_check(snap))
-    seconds["store"], stored = timed(lambda: Repository.of(catalog).store(snap))
-    seconds["total"] = seconds["copy"] + seconds["quick_check"] + seconds["store"]
-    remove(snap)
-    return seconds, stored
 
 
 def floor_run(db: Path, out: Path) -> dict[str, float]:
@@ -418,76 +479,97 @@ def steps(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return {key: spread([run[key] for run in runs]) for key in runs[0]}
 
 
-def measure_full(db: Path, work: Path, catalog: Path,
-                 repeat: int) -> tuple[dict[str, Any], Stored]:
-    """Floor and full backup into an empty repository, interleaved; the last one kept."""
-    out, snap = work / "copy.sqlite", work / "snapshot.sqlite"
-    floors: list[dict[str, float]] = []
-    backups: list[dict[str, float]] = []
-    kept: Stored | None = None
+def rotated(names: list[str], r: int) -> list[str]:
+    """The order of repeat *r*: each variant goes first, second and last in turn."""
+    return names[r % len(names):] + names[:r % len(names)]
+
+
+def measure_full(db: Path, work: Path, files: Guard,
+                 repeat: int) -> tuple[dict[str, Any], Guard, Manifest]:
+    """Floor, repository backup into an empty repository and files backup, interleaved;
+    the last repository backup, and its Guard, kept."""
+    out = work / "copy.sqlite"
+    runs: dict[str, list[dict[str, float]]] = {"floor": [], "repository": [], "files": []}
+    guard: Guard | None = None
+    kept: Manifest | None = None
     for r in range(repeat):
-        for name in ("floor", "backup") if r % 2 == 0 else ("backup", "floor"):
-            if name == "backup":
-                shutil.rmtree(catalog, ignore_errors=True)  # empty every time; last kept
-            settle(db, out, snap)
+        for name in rotated(list(runs), r):
+            if name == "repository":
+                guard = empty_repository(db, guard)
+            settle(db, out)
             if name == "floor":
-                floors.append(floor_run(db, out))
+                runs[name].append(floor_run(db, out))
+            elif name == "repository":
+                assert guard is not None
+                seconds, kept = timed_backup(guard)
+                runs[name].append(seconds)
             else:
-                seconds, kept = full_backup(db, snap, catalog)
-                backups.append(seconds)
+                seconds, made = timed_backup(files)
+                runs[name].append(seconds)
+                files.catalog.delete(made)  # only its time matters; the disk is finite
+    assert guard is not None
     assert kept is not None
     sync()
-    floor = [run["floor"] for run in floors]
+    floor = [run["floor"] for run in runs["floor"]]
+    repository = [run["total"] for run in runs["repository"]]
     return {
-        "floor": steps(floors), "backup": steps(backups),
-        "ratio_floor": ratios([run["total"] for run in backups], floor),
-        "store_ratio_floor": ratios([run["store"] for run in backups], floor),
-        "added": kept.added, "chunks": len(kept.chunks),
-        "runs": {"floor": floors, "backup": backups},
+        "floor": steps(runs["floor"]), "repository": steps(runs["repository"]),
+        "files": steps(runs["files"]),
+        "ratio_floor": ratios(repository, floor),
+        "files_ratio_floor": ratios([run["total"] for run in runs["files"]], floor),
+        "ratio_files": ratios(repository, [run["total"] for run in runs["files"]]),
+        "added": kept.added, "chunks": kept.chunk_count, "runs": runs,
+    }, guard, kept
+
+
+def measure_day(db: Path, work: Path, guard: Guard, files: Guard,
+                repeat: int) -> tuple[dict[str, Any], Manifest]:
+    """The day's repository backup against cp + fsync and the files backup, interleaved;
+    every repository backup but the last undone."""
+    out = work / "copy.sqlite"
+    runs: dict[str, list[dict[str, float]]] = {"cp": [], "repository": [], "files": []}
+    kept: Manifest | None = None
+    for r in range(repeat):
+        for name in rotated(list(runs), r):
+            if name == "repository" and kept is not None:
+                undo(guard, kept)
+            settle(db, out)
+            if name == "cp":
+                runs[name].append({"total": timed(lambda: copy_fsync(db, out))[0]})
+                remove(out)
+            elif name == "repository":
+                seconds, kept = timed_backup(guard)
+                runs[name].append(seconds)
+            else:
+                seconds, made = timed_backup(files)
+                runs[name].append(seconds)
+                files.catalog.delete(made)
+    assert kept is not None
+    sync()
+    size = db.stat().st_size
+    cps = [run["total"] for run in runs["cp"]]
+    backups = runs["repository"]
+    return {
+        "bytes": size, "added": kept.added, "added_share": kept.added / size,
+        "cp_fsync": spread(cps), "repository": steps(backups), "files": steps(runs["files"]),
+        "ratio_cp": ratios([run["total"] for run in backups], cps),
+        "copy_store_ratio_cp": ratios([run["copy + store"] for run in backups], cps),
+        "files_ratio_cp": ratios([run["total"] for run in runs["files"]], cps),
+        "runs": runs,
     }, kept
 
 
-def measure_day(db: Path, work: Path, catalog: Path, kept: list[Stored],
-                repeat: int) -> tuple[dict[str, Any], Stored]:
-    """The day's backup against cp + fsync, interleaved; all but the last collected."""
-    out, snap = work / "copy.sqlite", work / "snapshot.sqlite"
-    cps: list[float] = []
-    backups: list[dict[str, float]] = []
-    stored: Stored | None = None
-    for r in range(repeat):
-        for name in ("cp", "backup") if r % 2 == 0 else ("backup", "cp"):
-            settle(db, out, snap)
-            if name == "cp":
-                cps.append(timed(lambda: copy_fsync(db, out))[0])
-                remove(out)
-                continue
-            if stored is not None:
-                undo(catalog, kept)
-            seconds, stored = full_backup(db, snap, catalog)
-            backups.append(seconds)
-    assert stored is not None
-    sync()
-    size = db.stat().st_size
-    return {
-        "bytes": size, "added": stored.added, "added_share": stored.added / size,
-        "cp_fsync": spread(cps), "backup": steps(backups),
-        "copy_store_s": spread([run["copy"] + run["store"] for run in backups]),
-        "store_ratio_cp": ratios([run["store"] for run in backups], cps),
-        "copy_store_ratio_cp": ratios([run["copy"] + run["store"] for run in backups], cps),
-        "total_ratio_cp": ratios([run["total"] for run in backups], cps),
-        "runs": {"cp_fsync": cps, "backup": backups},
-    }, stored
-
-
-def measure_scattered(db: Path, work: Path, catalog: Path, kept: list[Stored],
-                      rows: int) -> dict[str, Any]:
-    """The worst case: as many rows as the day touched, at random, on a copy."""
+def measure_scattered(db: Path, work: Path, guard: Guard, rows: int) -> dict[str, Any]:
+    """The worst case: as many rows as the day touched, at random, on a copy; stored
+    with store() (a copy is no database dbguard guards), then collected."""
     copy = work / "scattered.sqlite"
     shutil.copyfile(db, copy)
     scattered_updates(copy, rows, random.Random(15))
     settle(copy)
-    seconds, stored = timed(lambda: Repository.of(catalog).store(copy))
-    undo(catalog, kept)
+    repository = Repository.of(guard.catalog.directory)
+    with guard.catalog.locked():  # store() expects the catalog lock a backup holds
+        seconds, stored = timed(lambda: repository.store(copy))
+    guard.prune()  # no manifest names it: all it added is collected
     size = copy.stat().st_size
     remove(copy)
     sync()
@@ -495,71 +577,80 @@ def measure_scattered(db: Path, work: Path, catalog: Path, kept: list[Stored],
             "added_share": stored.added / size, "bytes": size}
 
 
-def run_days(db: Path, catalog: Path, kept: list[Stored], book: Book,
+def run_days(db: Path, guard: Guard, kept: list[Manifest], book: Book,
              days: int) -> dict[str, Any]:
-    """More days, each stored from the idle database; then what the repository holds."""
-    store_s: list[float] = []
+    """More days, each backed up by the Guard; then what the catalog holds."""
+    seconds: list[float] = []
     for _ in range(days):
         trading_day(db, book)
-        sync()
-        seconds, stored = timed(lambda: Repository.of(catalog).store(db))
-        store_s.append(seconds)
-        kept.append(stored)
-    repository = Repository.of(catalog).stored_bytes()
-    manifests = sum(MANIFEST_PER_CHUNK * len(s.chunks) + MANIFEST_BASE for s in kept)
+        settle(db)
+        elapsed, manifest = timed_backup(guard)
+        seconds.append(elapsed["total"])
+        kept.append(manifest)
+    repository = Repository.of(guard.catalog.directory).stored_bytes()
+    files = manifest_files(guard)
+    manifests = sum(p.stat().st_size for p in files)
     size = db.stat().st_size
-    shares = [s.added / s.raw_size for s in kept[1:]]
     return {
-        "backups": len(kept), "bytes": size, "first_bytes": kept[0].raw_size,
-        "repository": repository, "manifests": manifests,
+        "backups": len(kept), "manifest_files": len(files), "bytes": size,
+        "first_bytes": kept[0].raw_size, "repository": repository, "manifests": manifests,
         "ratio_db": (repository + manifests) / size,
-        "full_copies": sum(s.raw_size for s in kept),
-        "day_added_share": spread(shares), "day_store_s": spread(store_s),
+        "full_copies": sum(m.raw_size for m in kept),
+        "day_added_share": spread([m.added / m.raw_size for m in kept[1:]]),
+        "day_backup_s": spread(seconds),
     }
 
 
-def restore_from_repository(catalog: Path, stored: Stored, out: Path) -> None:
+# -- restore ----------------------------------------------------------------------------
+
+
+def read_into_fsync(catalog: Path, manifest: Manifest, out: Path) -> None:
     repository = Repository.of(catalog)
     with repository.reading(), open(out, "wb") as fh:
-        size, digest = repository.read_into(stored.chunks, fh)
+        size = repository.read_into(manifest.chunk_list, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    if (size, digest) != (stored.raw_size, stored.raw_sha256):
+    if size != manifest.raw_size:
         raise RuntimeError("the restored file differs from the backup")
 
 
-def measure_restore(db: Path, work: Path, catalog: Path, stored: Stored,
+def measure_restore(db: Path, work: Path, guard: Guard, files: Guard, last: Manifest,
                     repeat: int) -> dict[str, Any]:
-    """The last backup restored from the repository, and from a full copy of it."""
-    full, out = work / "full-copy.sqlite", work / "restored.sqlite"
-    copy_fsync(db, full)
-    packs = sorted(Repository.of(catalog).packs_dir.rglob("*.pack"))
-    variants: dict[str, Callable[[], None]] = {
-        "repository": lambda: restore_from_repository(catalog, stored, out),
+    """The last backup restored into the live database by dbguard's restore, against
+    the same restore of a files backup of the same content (the database is idle)."""
+    _, copy = timed_backup(files)
+    full, out = files.catalog.data_path(copy), work / "restored.sqlite"
+    packs = sorted(Repository.of(guard.catalog.directory).packs_dir.rglob("*.pack"))
+    variants: dict[str, Callable[[], object]] = {
+        "repository": lambda: restore(guard, last.id, force=True, who="bench"),
+        "files": lambda: restore(files, copy.id, force=True, who="bench"),
+        "read_into": lambda: read_into_fsync(guard.catalog.directory, last, out),
         "copy": lambda: copy_fsync(full, out),
-        "copy + sha256": lambda: copy_fsync_sha256(full, out),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
     for r in range(repeat):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            settle(full, out)
-            warm(*packs)
+        for name in rotated(list(variants), r):
+            settle(db, out)
+            warm(full, *packs)
             times[name].append(timed(variants[name])[0])
-    remove(out, full)
+            for one in (guard, files):
+                drop_safety_backups(one)
+    remove(out)
+    files.catalog.delete(copy)
     sync()
     return {"seconds": {name: spread(values) for name, values in times.items()},
-            "ratio_copy": ratios(times["repository"], times["copy"]),
-            "ratio_copy_sha256": ratios(times["repository"], times["copy + sha256"]),
-            "runs": times}
+            "ratio_files": ratios(times["repository"], times["files"]),
+            "ratio_copy": ratios(times["read_into"], times["copy"]), "runs": times}
 
 
 # -- peak memory ------------------------------------------------------------------------
 
 
-def rss_child_main(db: str, directory: str) -> int:
-    """The fresh child process: ru_maxrss growth across one store() into an empty
-    repository. It forks once and measures in the fork, whose peak starts at its size."""
+def rss_child_main(db: str, state_dir: str) -> int:
+    """The fresh child process: ru_maxrss growth across one full guard.backup() into an
+    empty repository. It forks once and measures in the fork, whose peak starts at its
+    size. The snapshot copy's own child process is not counted: its ru_maxrss starts
+    at the fork's size (inherited across the spawn), so it would say nothing."""
     if hasattr(os, "fork"):
         sys.stdout.flush()
         pid = os.fork()
@@ -567,14 +658,14 @@ def rss_child_main(db: str, directory: str) -> int:
             return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     code = 1
     try:
-        repository = Repository.of(Path(directory))
-        repository.prepare()
+        guard = guard_for(Path(db), "repository", Path(state_dir))
         gc.collect()
         before = maxrss_mib()
-        stored = repository.store(Path(db))
+        manifest = guard.backup("manual")
         after = maxrss_mib()
+        guard.close()
         json.dump({"before_mib": before, "after_mib": after, "growth_mib": after - before,
-                   "chunks": len(stored.chunks)}, sys.stdout)
+                   "chunks": manifest.chunk_count}, sys.stdout)
         sys.stdout.flush()
         code = 0
     except Exception:
@@ -588,16 +679,15 @@ def rss_child_main(db: str, directory: str) -> int:
 def measure_rss(db: Path, work: Path, script: Path) -> dict[str, Any]:
     if sys.platform == "win32":
         return {"skipped": "ru_maxrss is not available on Windows"}
-    directory = work / "rss-catalog"
+    state_dir = work / "rss-state"
     settle(db)
     try:
         out = subprocess.run([sys.executable, str(script), "--rss-child", str(db),
-                              str(directory)], check=True, capture_output=True,
+                              str(state_dir)], check=True, capture_output=True,
                              text=True).stdout
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
     return dict(json.loads(out))
-
 
 # -- the writer -------------------------------------------------------------------------
 
@@ -605,7 +695,12 @@ def measure_rss(db: Path, work: Path, script: Path) -> dict[str, Any]:
 def writer_main(db: str) -> int:
     """The writer process: one small commit every 5 ms until stdin closes."""
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def wait_for_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
     conn = sqlite3.connect(db, timeout=30.0)
     records: list[tuple[float, float, int]] = []
     errors: list[str] = []
@@ -632,9 +727,12 @@ def writer_main(db: str) -> int:
     return 0
 
 
+
+
 def measure_writer(db: Path, work: Path, script: Path, repeat: int) -> dict[str, Any]:
-    """The writer's commit latency while full backups (backup-API copy) run."""
-    snap, catalog = work / "writer-snapshot.sqlite", work / "writer-catalog"
+    """The writer's commit latency while guard.backup() runs, each time into a new empty
+    repository (a state directory of its own: the main catalog stays as it is)."""
+    state_dir = work / "writer-state"
     settle(db)
     proc = subprocess.Popen([sys.executable, str(script), "--writer", str(db)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -642,23 +740,22 @@ def measure_writer(db: Path, work: Path, script: Path, repeat: int) -> dict[str,
     try:
         time.sleep(WRITER_BEFORE_S)
         for _ in range(repeat):
-            shutil.rmtree(catalog, ignore_errors=True)
-            start = time.monotonic()
-            copy_backup_api(db, snap)
-            quick_check(snap)
-            Repository.of(catalog).store(snap)
-            windows.append((start, time.monotonic()))
-            remove(snap)
+            guard = guard_for(db, "repository", state_dir)
+            try:
+                start = time.monotonic()
+                guard.backup("manual")
+                windows.append((start, time.monotonic()))
+            finally:
+                guard.close()
+                shutil.rmtree(state_dir, ignore_errors=True)
             time.sleep(WRITER_AFTER_S)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        shutil.rmtree(catalog, ignore_errors=True)
-        remove(snap)
+        shutil.rmtree(state_dir, ignore_errors=True)
     return writer_figures(json.loads(out), windows)
-
 
 def writer_figures(data: dict[str, Any], windows: list[tuple[float, float]]) -> dict[str, Any]:
     during = [(lat, status) for start, lat, status in data["records"]
@@ -678,33 +775,67 @@ def writer_figures(data: dict[str, Any], windows: list[tuple[float, float]]) -> 
     }
 
 
+
+
 # -- one size ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def load_sampled() -> Iterator[list[float]]:
+    """The 1-minute load average, every LOAD_EVERY_S while the block runs: the machine
+    is shared, and the figures mean little without it."""
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                samples.append(os.getloadavg()[0])
+            if stop.wait(LOAD_EVERY_S):
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run_size(size: int, work: Path, repeat: int, days: int, script: Path) -> dict[str, Any]:
     db = work / "tradesv3.sqlite"
-    catalog = work / "catalog"
+    files_state = work / "files-state"
+    guard: Guard | None = None
+    files: Guard | None = None
+    started = time.monotonic()
     try:
-        database, book = build_database(db, size)
-        full, base = measure_full(db, work, catalog, repeat)
-        chunk_size = Repository.of(catalog).chunk_size
-        kept = [base]
-        touched = trading_day(db, book)
-        day, stored = measure_day(db, work, catalog, kept, repeat)
-        day["rows_touched"] = touched
-        kept.append(stored)
-        scattered = measure_scattered(db, work, catalog, kept, touched)
-        series = run_days(db, catalog, kept, book, days - 1)
-        restore = measure_restore(db, work, catalog, kept[-1], repeat)
-        rss = measure_rss(db, work, script)
-        writer = measure_writer(db, work, script, repeat)
+        with load_sampled() as load:
+            database, book = build_database(db, size)
+            files = guard_for(db, "files", files_state)
+            full, guard, base = measure_full(db, work, files, repeat)
+            chunk_size = Repository.of(guard.catalog.directory).chunk_size
+            kept = [base]
+            touched = trading_day(db, book)
+            day, stored = measure_day(db, work, guard, files, repeat)
+            day["rows_touched"] = touched
+            kept.append(stored)
+            scattered = measure_scattered(db, work, guard, touched)
+            series = run_days(db, guard, kept, book, days - 1)
+            restored = measure_restore(db, work, guard, files, kept[-1], repeat)
+            rss = measure_rss(db, work, script)
+            writer = measure_writer(db, work, script, repeat)
     finally:
+        for one in (guard, files):
+            if one is not None:
+                one.close()
         remove(db)
-        shutil.rmtree(catalog, ignore_errors=True)
+        for leftover in (Path(f"{db}.dbguard"), files_state):
+            shutil.rmtree(leftover, ignore_errors=True)
     return {"size": size, "label": size_label(size), "database": database,
-            "chunk_size": chunk_size, "full": full,
-            "day": day, "scattered": scattered, "days": series, "restore": restore,
-            "rss": rss, "writer": writer}
+            "chunk_size": chunk_size, "full": full, "day": day, "scattered": scattered,
+            "days": series, "restore": restored, "rss": rss, "writer": writer,
+            "load": spread(load), "seconds": round(time.monotonic() - started, 1)}
 
 
 # -- the report -------------------------------------------------------------------------
@@ -721,32 +852,44 @@ def mib(n: float) -> str:
     return f"{n / MIB:,.1f} MiB"
 
 
-def rows_backups(r: dict[str, Any]) -> list[Row]:
-    full, day, sc = r["full"], r["day"], r["scattered"]
-    floor = f"floor {full['floor']['floor']['median']:.3f} s"
-    cp = f"cp+fsync {day['cp_fsync']['median']:.3f} s"
-    fr, dr = full["ratio_floor"]["median"], day["store_ratio_cp"]["median"]
-    cr, share = day["copy_store_ratio_cp"]["median"], day["added_share"]
+def rows_full(r: dict[str, Any]) -> list[Row]:
+    full = r["full"]
+    rep, floor_s = full["repository"], full["floor"]
+    floor = f"floor {floor_s['floor']['median']:.3f} s"
+    ratio = full["ratio_floor"]["median"]
     return [
-        ("floor: cp + fsync + sha256", secs(full["floor"]["cp + fsync + sha256"]), "", "",
-         "", None),
-        ("floor: quick_check of the copy", secs(full["floor"]["quick_check"]), "", "", "",
+        ("floor: cp + fsync + sha256", secs(floor_s["cp + fsync + sha256"]), "", "", "",
          None),
-        ("floor: the larger of the two", secs(full["floor"]["floor"]), "", "", "", None),
-        ("full backup: copy + quick_check + store()", secs(full["backup"]["total"]), floor,
-         f"{fr:.2f}x", f"<= {TARGET_FULL_OVER_FLOOR}x", fr <= TARGET_FULL_OVER_FLOOR),
-        ("  copy to a temporary file", secs(full["backup"]["copy"]), "", "", "", None),
-        ("  quick_check", secs(full["backup"]["quick_check"]), "", "", "", None),
-        ("  store() alone", secs(full["backup"]["store"]), floor,
-         f"{full['store_ratio_floor']['median']:.2f}x", "", None),
-        ("day: bytes written (Stored.added)", mib(day["added"]), f"db {mib(day['bytes'])}",
+        ("floor: quick_check of the copy", secs(floor_s["quick_check"]), "", "", "", None),
+        ("floor: the larger of the two", secs(floor_s["floor"]), "", "", "", None),
+        ("full: guard.backup(), repository", secs(rep["total"]), floor, f"{ratio:.2f}x",
+         f"<= {TARGET_FULL_OVER_FLOOR}x", ratio <= TARGET_FULL_OVER_FLOOR),
+        ("  snapshot copy (child process)", secs(rep["copy"]), "", "", "", None),
+        ("  quick_check", secs(rep["quick_check"]), "", "", "", None),
+        ("  store(), beside quick_check", secs(rep["store"]), "", "", "", None),
+        ("full: guard.backup(), files", secs(full["files"]["total"]), floor,
+         f"{full['files_ratio_floor']['median']:.2f}x", "", None),
+        ("full: repository / files", "", "", f"{full['ratio_files']['median']:.2f}x", "",
+         None),
+    ]
+
+
+def rows_day(r: dict[str, Any]) -> list[Row]:
+    day, sc = r["day"], r["scattered"]
+    rep, share = day["repository"], day["added_share"]
+    cp = f"cp+fsync {day['cp_fsync']['median']:.3f} s"
+    ratio, cs = day["ratio_cp"]["median"], day["copy_store_ratio_cp"]["median"]
+    return [
+        ("day: bytes added (Manifest.added)", mib(day["added"]), f"db {mib(day['bytes'])}",
          f"{share:.2%}", f"<= {TARGET_DAY_ADDED_SHARE:.0%}", share <= TARGET_DAY_ADDED_SHARE),
-        ("day: store() alone", secs(day["backup"]["store"]), cp, f"{dr:.2f}x",
-         f"<= {TARGET_DAY_OVER_CP}x", dr <= TARGET_DAY_OVER_CP),
-        ("day: copy + store() (no quick_check)", secs(day["copy_store_s"]), cp, f"{cr:.2f}x",
-         f"<= {TARGET_DAY_OVER_CP}x", cr <= TARGET_DAY_OVER_CP),
-        ("day: copy + quick_check + store()", secs(day["backup"]["total"]), cp,
-         f"{day['total_ratio_cp']['median']:.2f}x", "", None),
+        ("day: guard.backup(), repository (qc inside)", secs(rep["total"]), cp,
+         f"{ratio:.2f}x", f"<= {TARGET_DAY_OVER_CP}x", ratio <= TARGET_DAY_OVER_CP),
+        ("  snapshot copy + store() (no quick_check)", secs(rep["copy + store"]), cp,
+         f"{cs:.2f}x", "", None),
+        ("  quick_check", secs(rep["quick_check"]), "", "", "", None),
+        ("  store(), beside quick_check", secs(rep["store"]), "", "", "", None),
+        ("day: guard.backup(), files", secs(day["files"]["total"]), cp,
+         f"{day['files_ratio_cp']['median']:.2f}x", "", None),
         (f"worst case: {sc['rows']:,} rows at random", mib(sc["added"]),
          f"db {mib(sc['bytes'])}", f"{sc['added_share']:.2%}", "", None),
         ("worst case: store() alone", f"{sc['store_s']:.3f} s", cp,
@@ -754,36 +897,47 @@ def rows_backups(r: dict[str, Any]) -> list[Row]:
     ]
 
 
-def rows_rest(r: dict[str, Any], largest: bool) -> list[Row]:
-    d, rs, w = r["days"], r["restore"], r["writer"]
-    ratio, rr = d["ratio_db"], rs["ratio_copy"]["median"]
-    copy = f"copy+fsync {rs['seconds']['copy']['median']:.3f} s"
-    rows: list[Row] = [
-        (f"{d['backups']} backups: repository + manifests",
-         mib(d["repository"] + d["manifests"]), f"db {mib(d['bytes'])}", f"{ratio:.2f}x",
-         f"<= {TARGET_REPOSITORY_OVER_DB}x", ratio <= TARGET_REPOSITORY_OVER_DB),
+def rows_days(r: dict[str, Any]) -> list[Row]:
+    d = r["days"]
+    ratio, n = d["ratio_db"], d["backups"]
+    each = d["manifests"] / max(1, d["manifest_files"]) / 1024
+    return [
+        (f"{n} backups: repository + manifests", mib(d["repository"] + d["manifests"]),
+         f"db {mib(d['bytes'])}", f"{ratio:.2f}x", f"<= {TARGET_REPOSITORY_OVER_DB}x",
+         ratio <= TARGET_REPOSITORY_OVER_DB),
         ("  repository: packs, indexes, config", mib(d["repository"]), "", "", "", None),
-        (f"  {d['backups']} manifests, estimated", mib(d["manifests"]),
-         f"{MANIFEST_PER_CHUNK} B/chunk + {MANIFEST_BASE // 1024} KiB", "", "", None),
-        (f"  the same {d['backups']} as full copies", mib(d["full_copies"]),
-         f"db {mib(d['bytes'])}", f"{d['full_copies'] / d['bytes']:.2f}x", "", None),
-        ("  a day's bytes written, median (max)",
+        (f"  {d['manifest_files']} manifest files", mib(d["manifests"]),
+         f"{each:.1f} KiB each", "", "", None),
+        (f"  the same {n} as full copies", mib(d["full_copies"]), f"db {mib(d['bytes'])}",
+         f"{d['full_copies'] / d['bytes']:.2f}x", "", None),
+        ("  a day's bytes added, median (max)",
          f"{d['day_added_share']['median']:.2%} ({d['day_added_share']['max']:.2%})",
          "of the db", "", "", None),
-        ("restore: read_into + fsync", secs(rs["seconds"]["repository"]), copy,
-         f"{rr:.2f}x", f"<= {TARGET_RESTORE_OVER_COPY}x", rr <= TARGET_RESTORE_OVER_COPY),
-        ("restore: copy + fsync + sha256", secs(rs["seconds"]["copy + sha256"]), "",
-         f"{rs['ratio_copy_sha256']['median']:.2f}x", "", None),
+        ("  a day's guard.backup()", secs(d["day_backup_s"]), "", "", "", None),
+    ]
+
+
+def rows_rest(r: dict[str, Any], largest: bool) -> list[Row]:
+    rs, w = r["restore"], r["writer"]
+    seconds, rr = rs["seconds"], rs["ratio_files"]["median"]
+    rows: list[Row] = [
+        ("restore(): repository backup", secs(seconds["repository"]),
+         f"files {seconds['files']['median']:.3f} s", f"{rr:.2f}x",
+         f"<= {TARGET_RESTORE_OVER_FILES}x", rr <= TARGET_RESTORE_OVER_FILES),
+        ("restore(): files backup", secs(seconds["files"]), "", "", "", None),
+        ("read_into + fsync", secs(seconds["read_into"]),
+         f"copy+fsync {seconds['copy']['median']:.3f} s",
+         f"{rs['ratio_copy']['median']:.2f}x", "", None),
     ]
     if "growth_mib" in r["rss"]:
         growth = r["rss"]["growth_mib"]
-        rows.append(("peak RSS growth during store() (full)", f"{growth:.1f} MiB",
+        rows.append(("peak RSS growth, full guard.backup()", f"{growth:.1f} MiB",
                      f"before {r['rss']['before_mib']:.1f} MiB", "",
                      f"<= {TARGET_RSS_MIB:.0f} MiB" if largest else "",
                      growth <= TARGET_RSS_MIB if largest else None))
     ok = w["p99_ms"] <= TARGET_WRITER_P99_MS and w["max_ms"] <= TARGET_WRITER_MAX_MS \
         and w["locked_errors"] == 0
-    rows.append(("writer commits during a full backup, p99 / max",
+    rows.append(("writer commits during guard.backup(), p99/max",
                  f"{w['p99_ms']:.1f} / {w['max_ms']:.1f} ms",
                  f"before {w['baseline_p99_ms']:.1f} / {w['baseline_max_ms']:.1f} ms",
                  f"{w['locked_errors']} locked",
@@ -792,12 +946,13 @@ def rows_rest(r: dict[str, Any], largest: bool) -> list[Row]:
 
 
 def print_size(r: dict[str, Any], rows: list[Row]) -> None:
-    db = r["database"]
+    db, load = r["database"], r["load"]
     print(f"\n{r['label']}: database {mib(db['bytes'])} ({db['page_size']}-byte pages, "
           f"{r['chunk_size']}-byte chunks), "
           f"{db['trades']:,} trades and {db['orders']:,} orders, built in {db['build_s']} s; "
           f"a day appends {db['day_trades']:,} trades and {3 * db['day_trades']:,} orders "
-          f"and touches {r['day']['rows_touched']:,} rows")
+          f"and touches {r['day']['rows_touched']:,} rows; run {r['seconds']} s, "
+          f"load average {load['median']:.2f} ({load['min']:.2f}-{load['max']:.2f})")
     print(f"{'figure':<47} {'median (lowest-highest)':<25} {'baseline':<25} "
           f"{'ratio':>9}  {'target':<16} verdict")
     for figure, value, baseline, ratio, target, ok in rows:
@@ -829,15 +984,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes {args.sizes!r}: expected sizes like 100M,1G")
     if not sizes or min(sizes) < MIB or args.repeat < 1 or args.days < 1:
         parser.error("--sizes must be at least 1M each, --repeat and --days at least 1")
-    module = Path(inspect.getfile(Repository))
-    digest = sha256_of(module)
+    modules = [Path(inspect.getfile(Repository)), Path(inspect.getfile(sqlite_backup))]
+    digests = [sha256_of(module) for module in modules]
+    install_step_timers()
     results, skipped = run_all(sizes, args, Path(__file__).resolve())
-    report(results, skipped, args, digest)
-    if sha256_of(module) != digest:
-        print(f"warning: {module} changed during the run; the figures may mix two versions",
-              file=sys.stderr)
+    report(results, skipped, args, digests[0])
+    for module, digest in zip(modules, digests, strict=True):
+        if sha256_of(module) != digest:
+            print(f"warning: {module} changed during the run; the figures may mix two "
+                  "versions", file=sys.stderr)
     return 0
-
 
 def run_all(sizes: list[int], args: argparse.Namespace,
             script: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -867,7 +1023,8 @@ def run_all(sizes: list[int], args: argparse.Namespace,
 def report(results: list[dict[str, Any]], skipped: list[str], args: argparse.Namespace,
            module_sha256: str) -> None:
     largest = max((r["size"] for r in results), default=0)
-    tables = {r["label"]: rows_backups(r) + rows_rest(r, r["size"] == largest)
+    tables = {r["label"]: rows_full(r) + rows_day(r) + rows_days(r)
+              + rows_rest(r, r["size"] == largest)
               for r in results}
     verdicts = [(ok, f"{label}: {figure}: {value}{', ' + ratio if ratio else ''} "
                      f"(target {target})")
