@@ -244,29 +244,6 @@ class Repository:
                     progress(size, 0)
         return size
 
-    def damaged(self, chunk_lists: Iterable[str]) -> dict[str, str]:
-        """Rehash every chunk of the backups with these chunk lists, each chunk once:
-        chunk list -> the first problem found in that backup, for the bad ones."""
-        bad: dict[bytes, str] = {}
-        found: dict[str, str] = {}
-        with _Packs(self) as packs:
-            for chunk_list in chunk_lists:
-                try:
-                    ids = _ids(packs.read(_raw_id(chunk_list)), chunk_list)
-                except VerificationError as exc:
-                    found[chunk_list] = str(exc)
-                    continue
-                for chunk in ids:
-                    if chunk not in bad and chunk not in packs.verified:
-                        try:
-                            packs.read(chunk)
-                        except VerificationError as exc:
-                            bad[chunk] = str(exc)
-                    if chunk in bad:
-                        found[chunk_list] = bad[chunk]
-                        break
-        return found
-
     # -- collection -----------------------------------------------------------------
 
     def collect(self, referenced: set[bytes]) -> Collected:
@@ -514,12 +491,11 @@ def _decode(stored: bytes, codec: str, plain: int) -> bytes:
 
 
 class _Packs:
-    """Open pack files, for reading chunks by id; remembers the chunks it has checked."""
+    """Open pack files, for reading chunks by id."""
 
     def __init__(self, repository: Repository) -> None:
         self.repository = repository
         self.index = repository.index()
-        self.verified: set[bytes] = set()
         self._open: dict[str, int] = {}
 
     def __enter__(self) -> _Packs:
@@ -569,7 +545,6 @@ class _Packs:
         if hashlib.sha256(data).digest() != chunk:
             raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} is "
                                     "damaged (its sha256 differs)")
-        self.verified.add(chunk)
         return data
 
     def read_all(self, chunks: list[bytes]) -> Iterator[bytes]:
