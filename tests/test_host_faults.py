@@ -23,6 +23,7 @@ lease and the status file up to date and the bot trades again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -199,12 +200,8 @@ def test_a_write_that_fails_like_eio(spawn: Callable[..., Child], db_url: str,
     bot = spawn(BOT, db_url, env=child_env())
     status = state_dir / "holders" / f"bot-{HOSTNAME}-{bot.pid}.json"
 
-    def inject() -> None:
-        status.unlink()
-        status.mkdir()
-
     _ride_out_the_fault(bot, run_cli, db_url, "IsADirectoryError: [Errno 21] Is a directory",
-                        inject, status.rmdir)
+                        lambda: _replace_with_directory(status), status.rmdir)
 
 
 def test_a_wrong_typed_manifest_keeps_orders_paused(
@@ -291,6 +288,18 @@ class _Order:
         self.order_id, self.status, self.side = order_id, status, side
 
 
+def _replace_with_directory(status: Path) -> None:
+    """Put a directory where the status file is. The guard's status thread may rename a
+    fresh status file into place between our unlink and mkdir; once the directory
+    exists, no rename can replace it."""
+    for _ in range(1000):
+        status.unlink(missing_ok=True)
+        with contextlib.suppress(FileExistsError):
+            status.mkdir()
+            return
+    raise AssertionError(f"{status} kept coming back")
+
+
 def test_the_freqtrade_callbacks_under_a_failing_status_file(
     db_url: str, state_dir: Path, run_cli: Callable[..., Any],
     caplog: pytest.LogCaptureFixture,
@@ -315,8 +324,7 @@ def test_the_freqtrade_callbacks_under_a_failing_status_file(
     assert strategy.confirm_trade_entry(**entry) is True
     guard.order_event("F-1", "submitted", symbol="BTC/USDT", side="buy")
     status = state_dir / "holders" / f"bot-{HOSTNAME}-{os.getpid()}.json"
-    status.unlink()
-    status.mkdir()
+    _replace_with_directory(status)
     strategy.order_filled(pair="BTC/USDT", trade=None, order=_Order("F-1", "closed", "buy"),
                           current_time=now)
     assert not guard.lease.holding_orders
