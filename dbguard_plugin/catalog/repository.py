@@ -73,7 +73,15 @@ CODECS = {"none": "none", "gzip": "zlib", "zstd": "zstd"}
 _CODEC_BYTES = ("none", "zlib", "zstd")
 
 _INDEX_MAGIC = b"DBGIDX1\n"
+_HEAD = len(_INDEX_MAGIC)
 _ENTRY = struct.Struct(">32sQIIB")
+_LENGTH = struct.Struct(">I")
+_LENGTH_AT = 40
+_CODEC_AT = 48
+#: Entries a pack may hold (a ChunkIndex handle is pack number * this + entry).
+_PER_PACK = 1 << 24
+#: Pieces a pack writer hands the kernel in one writev (Linux's IOV_MAX).
+_WRITEV_MAX = 1024
 _ID = 32
 _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
 _TMP = ".tmp-"
@@ -120,7 +128,7 @@ class Repository:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.packs_dir = directory / "packs"
-        self._index: dict[bytes, Blob] | None = None
+        self._index: ChunkIndex | None = None
 
     @classmethod
     def of(cls, catalog_dir: Path) -> Repository:
@@ -160,13 +168,12 @@ class Repository:
 
     # -- the index ------------------------------------------------------------------
 
-    def index(self) -> dict[bytes, Blob]:
+    def index(self) -> ChunkIndex:
         """Every stored chunk (raw id) -> where it is, from the packs' index files."""
         if self._index is None:
-            found: dict[bytes, Blob] = {}
+            found = ChunkIndex()
             for idx in self._index_files():
-                for chunk, blob in read_index(idx).items():
-                    found.setdefault(chunk, blob)
+                found.load(idx.stem, _index_bytes(idx))
             self._index = found
         return self._index
 
@@ -198,13 +205,17 @@ class Repository:
         ids = bytearray()
         total = plain.stat().st_size
         try:
-            pieces = _content_defined(plain) if content_defined else _fixed(
-                plain, self.chunk_size)
-            for piece in pieces:
-                ids += writer.put(piece)
-                if progress is not None and writer.plain % _BLOCK < len(piece):
-                    progress(writer.plain, total)
-            chunk_list = writer.put(memoryview(bytes(ids)), codec="none")
+            if content_defined:
+                for piece in _content_defined(plain):
+                    ids += writer.put(piece)
+                    if progress is not None and writer.plain % _BLOCK < len(piece):
+                        progress(writer.plain, total)
+            else:
+                for block in _blocks(plain, self.chunk_size):
+                    ids += writer.put_block(block, self.chunk_size)
+                    if progress is not None:
+                        progress(writer.plain, total)
+            chunk_list = writer.put(memoryview(ids), codec="none")
             writer.close()
         except BaseException:
             writer.abandon()
@@ -307,7 +318,7 @@ class Repository:
 
     def _rewrite(self, live: dict[bytes, Blob]) -> None:
         """Copy the live chunks of a pack into a new one, durably, before it goes."""
-        writer = _PackWriter(self, {}, "none")
+        writer = _PackWriter(self, ChunkIndex(), "none")
         try:
             with _Packs(self) as packs:
                 for chunk, blob in live.items():
@@ -322,13 +333,12 @@ class Repository:
         return sum(_size(p) for p in self.directory.rglob("*") if p.is_file())
 
 
-def _fixed(path: Path, step: int) -> Iterator[memoryview]:
-    """*path* in chunks of *step* bytes, read a block at a time."""
+def _blocks(path: Path, step: int) -> Iterator[memoryview]:
+    """*path* a block at a time, each a whole number of *step*-byte chunks (the last
+    one may end short)."""
     with open(path, "rb", buffering=0) as src:
         while block := src.read(max(_BLOCK, step)):
-            view = memoryview(block)
-            for start in range(0, len(block), step):
-                yield view[start:start + step]
+            yield memoryview(block)
 
 
 def _content_defined(path: Path) -> Iterator[memoryview]:
@@ -367,71 +377,163 @@ def _ids(data: bytes, chunk_list: str) -> list[bytes]:
     return [data[i:i + _ID] for i in range(0, len(data), _ID)]
 
 
-def read_index(path: Path) -> dict[bytes, Blob]:
-    """The chunks pack index *path* names; VerificationError names the file when it is
+def _index_bytes(path: Path) -> bytes:
+    """Pack index *path* as read, checked; VerificationError names the file when it is
     damaged (a wrong header, a torn entry, an unknown codec)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise VerificationError(f"{path}: pack index is unreadable ({exc.strerror})") \
             from None
-    body = data[len(_INDEX_MAGIC):]
-    if not data.startswith(_INDEX_MAGIC) or len(body) % _ENTRY.size:
+    if not data.startswith(_INDEX_MAGIC) or (len(data) - _HEAD) % _ENTRY.size:
         raise VerificationError(f"{path}: pack index is damaged; 'dbguard verify --all' "
                                 "names the backups it affects")
-    pack = path.stem
-    found: dict[bytes, Blob] = {}
-    for chunk, offset, length, plain, codec in _ENTRY.iter_unpack(body):
-        if codec >= len(_CODEC_BYTES):
-            raise VerificationError(f"{path}: pack index is damaged (codec {codec})")
-        found[chunk] = Blob(pack, offset, length, plain, _CODEC_BYTES[codec])
-    return found
+    codecs = data[_HEAD + _CODEC_AT::_ENTRY.size]
+    if codecs and max(codecs) >= len(_CODEC_BYTES):
+        raise VerificationError(f"{path}: pack index is damaged (codec {max(codecs)})")
+    return data
+
+
+def read_index(path: Path) -> dict[bytes, Blob]:
+    """The chunks pack index *path* names (see :func:`_index_bytes` for its errors)."""
+    index = ChunkIndex()
+    index.load(path.stem, _index_bytes(path))
+    return {chunk: index[chunk] for chunk in index}
+
+
+class ChunkIndex:
+    """Where each stored chunk is, in about 140 bytes a chunk (a ``dict`` of
+    :class:`Blob` took 700: a 1 GiB database has 262,144 chunks). A chunk's id maps to
+    one int naming its pack and its entry in that pack's index bytes, which are kept as
+    read and unpacked only when the chunk is read."""
+
+    def __init__(self) -> None:
+        self._where: dict[bytes, int] = {}
+        self._packs: list[str] = []
+        self._entries: list[bytes | bytearray] = []
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._where)
+
+    def __contains__(self, chunk: object) -> bool:
+        return chunk in self._where
+
+    def __getitem__(self, chunk: bytes) -> Blob:
+        blob = self.get(chunk)
+        if blob is None:
+            raise KeyError(chunk.hex())
+        return blob
+
+    def get(self, chunk: bytes) -> Blob | None:
+        handle = self._where.get(chunk)
+        if handle is None:
+            return None
+        number, entry = divmod(handle, _PER_PACK)
+        _, offset, length, plain, codec = _ENTRY.unpack_from(
+            self._entries[number], _HEAD + entry * _ENTRY.size)
+        return Blob(self._packs[number], offset, length, plain, _CODEC_BYTES[codec])
+
+    def stored_length(self, handle: int) -> int:
+        number, entry = divmod(handle, _PER_PACK)
+        return int(_LENGTH.unpack_from(self._entries[number],
+                                       _HEAD + entry * _ENTRY.size + _LENGTH_AT)[0])
+
+    def handle(self, chunk: bytes) -> int | None:
+        return self._where.get(chunk)
+
+    def load(self, pack: str, data: bytes) -> None:
+        """Add the chunks of pack index *data* (checked by :func:`_index_bytes`)."""
+        number = self.open_pack(pack, data)
+        size, base = _ENTRY.size, number * _PER_PACK
+        count = (len(data) - _HEAD) // size
+        # one C-level update: per-entry Python would cost a second at 1 GiB
+        self._where.update(zip(
+            [data[at:at + _ID] for at in range(_HEAD, len(data), size)],
+            range(base, base + count), strict=True))
+
+    def open_pack(self, pack: str, entries: bytes | bytearray) -> int:
+        """Register a pack whose *entries* (a writer's growing bytearray, or an index
+        file's bytes) start with the index header; its number for :meth:`add`."""
+        self._packs.append(pack)
+        self._entries.append(entries)
+        return len(self._packs) - 1
+
+    def add(self, chunk: bytes, number: int, entry: int) -> int:
+        handle = number * _PER_PACK + entry
+        self._where[chunk] = handle
+        return handle
 
 
 class _PackWriter:
     """New chunks into new packs: each written and fsynced, then its index."""
 
-    def __init__(self, repository: Repository, index: dict[bytes, Blob],
-                 codec: str) -> None:
+    def __init__(self, repository: Repository, index: ChunkIndex, codec: str) -> None:
         self.repository = repository
         self.index = index
         self.codec = codec
         self.added = self.referenced = self.plain = 0
         self._pack: str | None = None
-        self._fh: IO[bytes] | None = None
+        self._fd = -1
+        self._number = 0
         self._entries = bytearray(_INDEX_MAGIC)
         self._offset = 0
+        self._pending: list[bytes | memoryview] = []
         self._tmp: list[Path] = []
 
     def put(self, data: memoryview, codec: str | None = None) -> bytes:
         """Chunk *data*: stored unless the repository has it already; its raw id."""
         chunk = hashlib.sha256(data).digest()
-        blob = self.index.get(chunk)
-        if blob is None:
-            plain = bytes(data)
-            blob = self.append(chunk, _encode(plain, codec or self.codec), len(plain),
-                               codec or self.codec)
-            self.index[chunk] = blob
-        self.referenced += blob.length
-        self.plain += len(data)
+        self._put(chunk, data, codec or self.codec)
+        self._flush()
         return chunk
 
-    def append(self, chunk: bytes, stored: bytes, plain: int, codec: str) -> Blob:
-        """Append a chunk already encoded with *codec*."""
-        if self._fh is None:
+    def put_block(self, block: memoryview, step: int) -> bytes:
+        """Cut *block* into *step*-byte chunks and :meth:`put` each; their ids, joined.
+        Hashing a block's chunks in one comprehension and writing its new chunks with
+        one writev keeps Python's own work per 4 KiB chunk small."""
+        sha256 = hashlib.sha256
+        starts = range(0, len(block), step)
+        ids = [sha256(block[at:at + step]).digest() for at in starts]
+        codec = self.codec
+        for at, chunk in zip(starts, ids, strict=True):
+            self._put(chunk, block[at:at + step], codec)
+        self._flush()
+        return b"".join(ids)
+
+    def _put(self, chunk: bytes, data: memoryview, codec: str) -> None:
+        handle = self.index.handle(chunk)
+        if handle is None:
+            stored = data if codec == "none" else _encode(bytes(data), codec)
+            self.append(chunk, stored, len(data), codec)
+            self.referenced += len(stored)
+        else:
+            self.referenced += self.index.stored_length(handle)
+        self.plain += len(data)
+
+    def append(self, chunk: bytes, stored: bytes | memoryview, plain: int,
+               codec: str) -> None:
+        """Append a chunk already encoded with *codec* (written at the next flush)."""
+        if self._pack is None:
             self._open()
-        fh, pack = self._fh, self._pack
-        assert fh is not None
-        assert pack is not None
-        fh.write(stored)
-        blob = Blob(pack, self._offset, len(stored), plain, codec)
-        self._entries += _ENTRY.pack(chunk, blob.offset, blob.length, plain,
+        entry = (len(self._entries) - _HEAD) // _ENTRY.size
+        self._pending.append(stored)
+        self._entries += _ENTRY.pack(chunk, self._offset, len(stored), plain,
                                      _CODEC_BYTES.index(codec))
+        self.index.add(chunk, self._number, entry)
         self._offset += len(stored)
         self.added += len(stored)
-        if self._offset >= PACK_TARGET:
+        if self._offset >= PACK_TARGET or entry + 1 >= _PER_PACK:
             self._finish()
-        return blob
+        elif len(self._pending) >= _WRITEV_MAX:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            _write_all(self._fd, self._pending)
+            self._pending = []
 
     def _open(self) -> None:
         self._pack = secrets.token_hex(16)
@@ -439,19 +541,18 @@ class _PackWriter:
         private_dir(path.parent)
         tmp = path.with_name(f"{_TMP}{path.name}")
         self._tmp.append(tmp)
-        self._fh = os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb",
-                             buffering=_BLOCK)
+        self._fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         self._entries, self._offset = bytearray(_INDEX_MAGIC), 0
+        self._number = self.index.open_pack(self._pack, self._entries)
 
     def _finish(self) -> None:
         """Make the open pack durable: pack fsynced and renamed, then its index."""
-        fh, pack = self._fh, self._pack
-        assert fh is not None
+        pack = self._pack
         assert pack is not None
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        self._fh = None
+        self._flush()
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd, self._pack = -1, None
         path = self.repository.pack_path(pack)
         os.replace(path.with_name(f"{_TMP}{path.name}"), path)
         reach("repository:pack-written")
@@ -460,17 +561,34 @@ class _PackWriter:
         reach("repository:indexed")
 
     def close(self) -> None:
-        if self._fh is not None:
+        if self._pack is not None:
             self._finish()
 
     def abandon(self) -> None:
         """After a failure: remove the unfinished pack (finished ones stay, unreferenced,
         until the next collection)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd, self._pack, self._pending = -1, None, []
         for tmp in self._tmp:
             tmp.unlink(missing_ok=True)
+
+
+def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
+    """Write *pieces* in order, a writev of at most 1,024 at a time where there is one,
+    short writes resumed (a full disk raises ENOSPC on the next try)."""
+    writev = getattr(os, "writev", None)  # not on Windows
+    for first in range(0, len(pieces), _WRITEV_MAX):
+        batch = pieces[first:first + _WRITEV_MAX]
+        rest = b"" if writev is None else None
+        if writev is not None:
+            written = writev(fd, batch)
+            if written < sum(len(p) for p in batch):
+                rest = b"".join(batch)[written:]
+        else:
+            rest = b"".join(batch)
+        while rest:
+            rest = rest[os.write(fd, rest):]
 
 
 def _encode(data: bytes, codec: str) -> bytes:
@@ -542,30 +660,49 @@ class _Packs:
         except Exception as exc:  # zlib.error, zstandard's own error class
             raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} does "
                                     f"not decompress ({exc})") from None
-        if hashlib.sha256(data).digest() != chunk:
-            raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} is "
-                                    "damaged (its sha256 differs)")
+        _check_hash(chunk, blob, data)
         return data
 
     def read_all(self, chunks: list[bytes]) -> Iterator[bytes]:
         """The plain bytes of *chunks* in order: runs stored back to back in one pack
-        are read with one pread of up to 1 MiB, then each chunk checked."""
+        are read with one pread of up to 1 MiB, each chunk checked, and a run stored
+        plain is given back as the one block it was read as."""
         i = 0
         while i < len(chunks):
-            first = self._blob(chunks[i])
-            run = [first]
-            end = first.offset + first.length
-            while i + len(run) < len(chunks) and end - first.offset < _BLOCK:
-                nxt = self.index.get(chunks[i + len(run)])
-                if nxt is None or nxt.pack != first.pack or nxt.offset != end:
-                    break
-                run.append(nxt)
-                end += nxt.length
-            block = os.pread(self._fd(first.pack), end - first.offset, first.offset)
-            for j, blob in enumerate(run):
-                start = blob.offset - first.offset
-                stored = block[start:start + blob.length]
-                if len(stored) != blob.length:
-                    raise VerificationError(f"pack {blob.pack} is truncated")
-                yield self.checked(chunks[i + j], blob, stored)
+            run = self._run(chunks, i)
+            first, last = run[0], run[-1]
+            block = os.pread(self._fd(first.pack), last.offset + last.length - first.offset,
+                             first.offset)
+            if len(block) != last.offset + last.length - first.offset:
+                raise VerificationError(f"pack {first.pack} is truncated")
+            if all(blob.codec == "none" for blob in run):
+                view = memoryview(block)
+                for j, blob in enumerate(run):
+                    start = blob.offset - first.offset
+                    _check_hash(chunks[i + j], blob, view[start:start + blob.length])
+                yield block
+            else:
+                for j, blob in enumerate(run):
+                    start = blob.offset - first.offset
+                    yield self.checked(chunks[i + j], blob,
+                                       block[start:start + blob.length])
             i += len(run)
+
+    def _run(self, chunks: list[bytes], i: int) -> list[Blob]:
+        """The blobs of chunks[i:] stored back to back in one pack, up to 1 MiB."""
+        first = self._blob(chunks[i])
+        run = [first]
+        end = first.offset + first.length
+        while i + len(run) < len(chunks) and end - first.offset < _BLOCK:
+            nxt = self.index.get(chunks[i + len(run)])
+            if nxt is None or nxt.pack != first.pack or nxt.offset != end:
+                break
+            run.append(nxt)
+            end += nxt.length
+        return run
+
+
+def _check_hash(chunk: bytes, blob: Blob, data: bytes | memoryview) -> None:
+    if hashlib.sha256(data).digest() != chunk:
+        raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} is "
+                                "damaged (its sha256 differs)")
