@@ -75,6 +75,7 @@ _CODEC_BYTES = ("none", "zlib", "zstd")
 _INDEX_MAGIC = b"DBGIDX1\n"
 _HEAD = len(_INDEX_MAGIC)
 _ENTRY = struct.Struct(">32sQIIB")
+_PLACE = struct.Struct(">QIIB")
 _LENGTH = struct.Struct(">I")
 _LENGTH_AT = 40
 _CODEC_AT = 48
@@ -297,21 +298,23 @@ class Repository:
                 reach("gc:leftover-removed")
 
     def _collect_pack(self, idx: Path, referenced: set[bytes], report: Collected) -> None:
-        blobs = read_index(idx)
-        live = {c: b for c, b in blobs.items() if c in referenced}
-        stored = sum(b.length for b in blobs.values())
-        dead = stored - sum(b.length for b in live.values())
+        # the entries as tuples, not Blobs: this runs over every pack after each backup
+        entries = list(_ENTRY.iter_unpack(memoryview(_index_bytes(idx))[_HEAD:]))
+        live = [e for e in entries if e[0] in referenced]
+        stored = sum(e[2] for e in entries)
+        dead = stored - sum(e[2] for e in live)
         if live and dead <= REPACK_SHARE * stored:
             return
         if live:
-            self._rewrite(live)
-            report.packs_rewritten.append(idx.stem)
+            name = idx.stem
+            self._rewrite({e[0]: Blob(name, e[1], e[2], e[3], _CODEC_BYTES[e[4]])
+                           for e in live})
+            report.packs_rewritten.append(name)
             reach("gc:repacked")
-        pack = self.pack_path(idx.stem)
         idx.unlink()
         fsync_dir(idx.parent)
         reach("gc:index-removed")
-        pack.unlink(missing_ok=True)
+        self.pack_path(idx.stem).unlink(missing_ok=True)
         report.bytes_freed += dead
         if not live:
             report.packs_removed.append(idx.stem)
@@ -429,12 +432,7 @@ class ChunkIndex:
 
     def get(self, chunk: bytes) -> Blob | None:
         handle = self._where.get(chunk)
-        if handle is None:
-            return None
-        number, entry = divmod(handle, _PER_PACK)
-        _, offset, length, plain, codec = _ENTRY.unpack_from(
-            self._entries[number], _HEAD + entry * _ENTRY.size)
-        return Blob(self._packs[number], offset, length, plain, _CODEC_BYTES[codec])
+        return None if handle is None else self.blob(handle)
 
     def stored_length(self, handle: int) -> int:
         number, entry = divmod(handle, _PER_PACK)
@@ -443,6 +441,18 @@ class ChunkIndex:
 
     def handle(self, chunk: bytes) -> int | None:
         return self._where.get(chunk)
+
+    def blob(self, handle: int) -> Blob:
+        offset, length, plain, codec = self.place(handle)
+        return Blob(self.pack(handle), offset, length, plain, _CODEC_BYTES[codec])
+
+    def pack(self, handle: int) -> str:
+        return self._packs[handle // _PER_PACK]
+
+    def place(self, handle: int) -> tuple[int, int, int, int]:
+        """(offset, stored length, plain length, codec number) of chunk *handle*."""
+        number, entry = divmod(handle, _PER_PACK)
+        return _PLACE.unpack_from(self._entries[number], _HEAD + entry * _ENTRY.size + _ID)
 
     def load(self, pack: str, data: bytes) -> None:
         """Add the chunks of pack index *data* (checked by :func:`_index_bytes`)."""
@@ -660,7 +670,7 @@ class _Packs:
         except Exception as exc:  # zlib.error, zstandard's own error class
             raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} does "
                                     f"not decompress ({exc})") from None
-        _check_hash(chunk, blob, data)
+        _check_hash(chunk, blob.pack, data)
         return data
 
     def read_all(self, chunks: list[bytes]) -> Iterator[bytes]:
@@ -669,40 +679,45 @@ class _Packs:
         plain is given back as the one block it was read as."""
         i = 0
         while i < len(chunks):
-            run = self._run(chunks, i)
-            first, last = run[0], run[-1]
-            block = os.pread(self._fd(first.pack), last.offset + last.length - first.offset,
-                             first.offset)
-            if len(block) != last.offset + last.length - first.offset:
-                raise VerificationError(f"pack {first.pack} is truncated")
-            if all(blob.codec == "none" for blob in run):
+            pack, run = self._run(chunks, i)
+            start = run[0][0]
+            size = run[-1][0] + run[-1][1] - start
+            block = os.pread(self._fd(pack), size, start)
+            if len(block) != size:
+                raise VerificationError(f"pack {pack} is truncated")
+            if all(codec == 0 for _, _, _, codec in run):
                 view = memoryview(block)
-                for j, blob in enumerate(run):
-                    start = blob.offset - first.offset
-                    _check_hash(chunks[i + j], blob, view[start:start + blob.length])
+                for j, (offset, length, _, _) in enumerate(run):
+                    at = offset - start
+                    _check_hash(chunks[i + j], pack, view[at:at + length])
                 yield block
             else:
-                for j, blob in enumerate(run):
-                    start = blob.offset - first.offset
-                    yield self.checked(chunks[i + j], blob,
-                                       block[start:start + blob.length])
+                for j, (offset, length, plain, codec) in enumerate(run):
+                    at = offset - start
+                    blob = Blob(pack, offset, length, plain, _CODEC_BYTES[codec])
+                    yield self.checked(chunks[i + j], blob, block[at:at + length])
             i += len(run)
 
-    def _run(self, chunks: list[bytes], i: int) -> list[Blob]:
-        """The blobs of chunks[i:] stored back to back in one pack, up to 1 MiB."""
-        first = self._blob(chunks[i])
-        run = [first]
-        end = first.offset + first.length
-        while i + len(run) < len(chunks) and end - first.offset < _BLOCK:
-            nxt = self.index.get(chunks[i + len(run)])
-            if nxt is None or nxt.pack != first.pack or nxt.offset != end:
+    def _run(self, chunks: list[bytes], i: int) -> tuple[str, list[tuple[int, int, int, int]]]:
+        """The pack and places (offset, stored length, plain length, codec number) of
+        chunks[i:] stored back to back in one pack, up to 1 MiB: a pack's entries are in
+        the order its chunks were written, so a run is a run of consecutive handles."""
+        where, place = self.index.handle, self.index.place
+        first = where(chunks[i])
+        if first is None:
+            raise VerificationError(f"chunk {chunks[i].hex()[:16]} is missing from the "
+                                    "repository")
+        run = [place(first)]
+        size = run[0][1]
+        for j in range(i + 1, len(chunks)):
+            if size >= _BLOCK or where(chunks[j]) != first + j - i:
                 break
-            run.append(nxt)
-            end += nxt.length
-        return run
+            run.append(place(first + j - i))
+            size += run[-1][1]
+        return self.index.pack(first), run
 
 
-def _check_hash(chunk: bytes, blob: Blob, data: bytes | memoryview) -> None:
+def _check_hash(chunk: bytes, pack: str, data: bytes | memoryview) -> None:
     if hashlib.sha256(data).digest() != chunk:
-        raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} is "
+        raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {pack} is "
                                 "damaged (its sha256 differs)")

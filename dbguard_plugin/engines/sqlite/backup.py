@@ -271,6 +271,8 @@ def _copy_in_child(
         return None
     cmd = [sys.executable, "-I", "-S", str(script), sqlite_uri(source, "rw"), str(source),
            str(dest), repr(settings.busy_timeout), str(max(1, settings.step_pages))]
+    if settings.storage == "repository":
+        cmd.append("scratch")  # only read, into fsynced packs, then deleted
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, bufsize=1)

@@ -255,7 +255,11 @@ def _report(*fields: object) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Child entry point: ``snapshot.py URI SOURCE DEST BUSY_TIMEOUT STEP_PAGES``.
+    """Child entry point: ``snapshot.py URI SOURCE DEST BUSY_TIMEOUT STEP_PAGES [scratch]``.
+
+    With ``scratch`` the copy is not flushed as it grows: it is read once (its chunks
+    go into the repository, fsynced there) and deleted, most of it before the kernel
+    would write it back at all.
 
     stdout lines: ``progress DONE TOTAL`` after each step, each answered by a line on stdin
     before the copy goes on (so the parent's crash points and progress stay in step, and
@@ -266,6 +270,7 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG as an error, not a kill
     uri, source, dest = argv[0], Path(argv[1]), Path(argv[2])
     busy_timeout, step_pages = float(argv[3]), int(argv[4])
+    flush = argv[5:6] != ["scratch"]
     src = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
     try:
         mode, index = _begin_read(src, source, uri, busy_timeout)
@@ -277,7 +282,7 @@ def main(argv: list[str]) -> int:
             _report("nospace", need, free)
             return 4
         _copy_to(dest, source, src, step_pages, journal_mode=mode, page_size=page_size,
-                 page_count=page_count, wal_index=index)
+                 page_count=page_count, wal_index=index, flush=flush)
         src.execute("COMMIT")
         _report("done", mode)
         return 0
@@ -314,14 +319,15 @@ def _begin_read(src: sqlite3.Connection, source: Path, uri: str,
 
 def _copy_to(dest: Path, source: Path, src: sqlite3.Connection, step_pages: int, *,
              journal_mode: str, page_size: int, page_count: int,
-             wal_index: WalIndex | None) -> None:
+             wal_index: WalIndex | None, flush: bool = True) -> None:
     """Copy the snapshot into *dest*, reporting each chunk and waiting for the parent."""
     fd = os.open(dest, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
         def chunk(done: int, total: int) -> None:
             # Flushing as the copy grows keeps the bot's own commit fsyncs from
             # queueing behind one large flush at the end.
-            getattr(os, "fdatasync", os.fsync)(fd)
+            if flush:
+                getattr(os, "fdatasync", os.fsync)(fd)
             _report("progress", done, total)
             if not sys.stdin.readline():
                 raise _ParentGone
