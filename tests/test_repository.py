@@ -149,6 +149,33 @@ def test_a_damaged_chunk_names_every_backup_that_needs_it_and_only_those(
     assert {first["id"], second["id"]} <= named
 
 
+def test_verify_all_hashes_a_shared_chunk_once(
+        db_path: Path, run_cli: Cli, repo_config: list[str]) -> None:
+    """verify --all reads each backup's chunks but rehashes each stored chunk once; a
+    damaged shared chunk still fails every backup that references it."""
+    make_bot_db(db_path, rows=3000)
+    first = backup(run_cli, repo_config)
+    add_trades(db_path, 100)
+    second = backup(run_cli, repo_config)
+    repository = Repository.of(catalog_of(db_path))
+    firsts = repository.chunks_of(first["chunk_list"])
+    seconds = repository.chunks_of(second["chunk_list"])
+    verified = run_cli("verify", "--all", "--json", *repo_config)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    chunks = json.loads(verified.stdout)["chunks"]
+    assert chunks == {"read": len(firsts) + len(seconds),
+                      "hashed": len(set(firsts) | set(seconds))}
+    assert chunks["hashed"] < chunks["read"]
+    single = run_cli("verify", second["id"], "--json", *repo_config)
+    assert json.loads(single.stdout)["chunks"] == {"read": len(seconds),
+                                                   "hashed": len(set(seconds))}
+    _flip(repository, sorted(set(firsts) & set(seconds))[0])
+    verified = run_cli("verify", "--all", "--json", *repo_config)
+    assert verified.returncode == 4
+    assert {r["id"] for r in json.loads(verified.stdout)["results"] if not r["ok"]} == \
+        {first["id"], second["id"]}
+
+
 def _flip(repository: Repository, chunk: bytes) -> None:
     blob = repository.index()[chunk]
     path = repository.pack_path(blob.pack)
@@ -318,3 +345,30 @@ def test_backups_shows_what_each_backup_added_once_the_repository_is_used(
     row = next(line for line in listed if line.startswith(newest["id"])).split()
     assert " ".join(row[5:7]) == size(newest["added"])
     assert newest["added"] < newest["size"]
+
+
+def test_a_store_over_several_packs_reads_back_what_it_let_go(tmp_path: Path) -> None:
+    """A pack written in full lets go of its index entries (a 1 GiB store would keep
+    13 MiB of them); a chunk of it met again later in the same store, or read back
+    through the same index, comes from its index file."""
+    import os
+
+    from dbguard_plugin.catalog.repository import PACK_TARGET
+
+    first = os.urandom(PACK_TARGET + 4096)
+    source = tmp_path / "source.bin"
+    source.write_bytes(first + first[:1 << 20])  # the first MiB again, in a later pack
+    repository = Repository(tmp_path / "repository")
+    stored = repository.store(source)
+    assert stored.raw_size == len(first) + (1 << 20)
+    # stored plain, the chunk list included: a repeat counts its length, read back
+    assert stored.size == stored.raw_size + 32 * stored.chunk_count
+    assert stored.added == len(first) + 32 * stored.chunk_count
+    assert len(list((tmp_path / "repository" / "packs").glob("*/*.idx"))) == 2
+    ids = repository.chunks_of(stored.chunk_list)
+    repeat = len(first) // 4096
+    assert ids[:256] == ids[repeat:repeat + 256]
+    out = tmp_path / "out.bin"
+    with repository.reading(), out.open("wb") as fh:
+        repository.read_into(stored.chunk_list, fh)
+    assert out.read_bytes() == source.read_bytes()

@@ -32,6 +32,7 @@ the garbage for the next prune otherwise.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NamedTuple
@@ -123,6 +125,41 @@ class Collected:
     deferred: str = ""
 
 
+@dataclass
+class ChunkChecks:
+    """What a :func:`shared_checks` block read: chunks read, and chunks rehashed."""
+
+    read: int = 0
+    hashed: int = 0
+    _seen: set[tuple[bytes, str]] = field(default_factory=set, repr=False)
+
+    def needs(self, chunk: bytes, pack: str) -> bool:
+        """Count a read of *chunk* from *pack*; whether it still needs its hash checked."""
+        self.read += 1
+        return (chunk, pack) not in self._seen
+
+    def passed(self, chunk: bytes, pack: str) -> None:
+        self.hashed += 1
+        self._seen.add((chunk, pack))
+
+
+_SHARED: ContextVar[ChunkChecks | None] = ContextVar("dbguard_shared_checks", default=None)
+
+
+@contextlib.contextmanager
+def shared_checks() -> Iterator[ChunkChecks]:
+    """Within the block, a chunk read again from the same pack is not rehashed: ``verify
+    --all`` reassembles every backup, but hashes each stored chunk once. A chunk whose
+    hash failed is checked again, and fails again, for every backup that needs it; a
+    chunk a collection moved to another pack is checked again there."""
+    checks = ChunkChecks()
+    token = _SHARED.set(checks)
+    try:
+        yield checks
+    finally:
+        _SHARED.reset(token)
+
+
 class Repository:
     """The chunk store of one catalog (``<catalog>/repository``)."""
 
@@ -172,7 +209,9 @@ class Repository:
     def index(self) -> ChunkIndex:
         """Every stored chunk (raw id) -> where it is, from the packs' index files."""
         if self._index is None:
-            found = ChunkIndex()
+            # not a bound method: a cycle back to this repository would keep the
+            # index alive past a store, until the cycle collector ran
+            found = ChunkIndex(functools.partial(_pack_index, self.packs_dir))
             for idx in self._index_files():
                 found.load(idx.stem, _index_bytes(idx))
             self._index = found
@@ -185,10 +224,7 @@ class Repository:
                       if _PACK_ID.match(p.stem) and not p.is_symlink())
 
     def pack_path(self, pack: str) -> Path:
-        if not _PACK_ID.match(pack):
-            raise VerificationError(f"{self.directory}: pack id {pack!r} is not one "
-                                    "dbguard wrote")
-        return self.packs_dir / pack[:2] / f"{pack}.pack"
+        return _pack_file(self.packs_dir, pack, ".pack")
 
     # -- writing --------------------------------------------------------------------
 
@@ -279,13 +315,30 @@ class Repository:
     def referenced_by(self, chunk_lists: Iterable[str]) -> set[bytes]:
         """The chunk lists and every chunk they name (VerificationError when one of the
         lists cannot be read: nothing can then be collected safely)."""
-        referenced: set[bytes] = set()
-        with _Packs(self) as packs:
-            for chunk_list in chunk_lists:
-                raw = _raw_id(chunk_list)
-                referenced.add(raw)
-                referenced.update(_ids(packs.read(raw), chunk_list))
+        lists = {_raw_id(chunk_list): chunk_list for chunk_list in chunk_lists}
+        referenced = set(lists)
+        with _Packs(self, self._index_of(lists)) as packs:
+            for raw, chunk_list in lists.items():
+                data = packs.read(raw)
+                if len(data) % _ID:
+                    raise VerificationError(f"chunk list {chunk_list[:16]} is damaged")
+                referenced.update(data[at:at + _ID] for at in range(0, len(data), _ID))
         return referenced
+
+    def _index_of(self, chunks: Iterable[bytes]) -> ChunkIndex:
+        """An index of only *chunks*: a collection reads the chunk lists, and the whole
+        index of a 1 GiB database (262,144 chunks) would double its memory."""
+        wanted = set(chunks)
+        found = ChunkIndex()
+        for idx in self._index_files():
+            data = _index_bytes(idx)
+            hits = [at for at in range(_HEAD, len(data), _ENTRY.size)
+                    if data[at:at + _ID] in wanted]
+            if hits:
+                number = found.open_pack(idx.stem, data)
+                for at in hits:
+                    found.add(data[at:at + _ID], number, (at - _HEAD) // _ENTRY.size)
+        return found
 
     def _remove_leftovers(self, report: Collected) -> None:
         indexed = {p.stem for p in self._index_files()}
@@ -397,6 +450,16 @@ def _index_bytes(path: Path) -> bytes:
     return data
 
 
+def _pack_file(packs_dir: Path, pack: str, suffix: str) -> Path:
+    if not _PACK_ID.match(pack):
+        raise VerificationError(f"{packs_dir}: pack id {pack!r} is not one dbguard wrote")
+    return packs_dir / pack[:2] / f"{pack}{suffix}"
+
+
+def _pack_index(packs_dir: Path, pack: str) -> bytes:
+    return _index_bytes(_pack_file(packs_dir, pack, ".idx"))
+
+
 def read_index(path: Path) -> dict[bytes, Blob]:
     """The chunks pack index *path* names (see :func:`_index_bytes` for its errors)."""
     index = ChunkIndex()
@@ -405,15 +468,18 @@ def read_index(path: Path) -> dict[bytes, Blob]:
 
 
 class ChunkIndex:
-    """Where each stored chunk is, in about 140 bytes a chunk (a ``dict`` of
+    """Where each stored chunk is, in about 200 bytes a chunk (a ``dict`` of
     :class:`Blob` took 700: a 1 GiB database has 262,144 chunks). A chunk's id maps to
     one int naming its pack and its entry in that pack's index bytes, which are kept as
-    read and unpacked only when the chunk is read."""
+    read and unpacked only when the chunk is read. A pack this process just wrote lets
+    go of its entries (:meth:`written`) and reads them back from its index file if a
+    chunk in it is looked up again."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[str], bytes] | None = None) -> None:
         self._where: dict[bytes, int] = {}
         self._packs: list[str] = []
-        self._entries: list[bytes | bytearray] = []
+        self._entries: list[bytes | bytearray | None] = []
+        self._read = read
 
     def __len__(self) -> int:
         return len(self._where)
@@ -436,7 +502,7 @@ class ChunkIndex:
 
     def stored_length(self, handle: int) -> int:
         number, entry = divmod(handle, _PER_PACK)
-        return int(_LENGTH.unpack_from(self._entries[number],
+        return int(_LENGTH.unpack_from(self._entries_of(number),
                                        _HEAD + entry * _ENTRY.size + _LENGTH_AT)[0])
 
     def handle(self, chunk: bytes) -> int | None:
@@ -452,7 +518,20 @@ class ChunkIndex:
     def place(self, handle: int) -> tuple[int, int, int, int]:
         """(offset, stored length, plain length, codec number) of chunk *handle*."""
         number, entry = divmod(handle, _PER_PACK)
-        return _PLACE.unpack_from(self._entries[number], _HEAD + entry * _ENTRY.size + _ID)
+        return _PLACE.unpack_from(self._entries_of(number), _HEAD + entry * _ENTRY.size + _ID)
+
+    def _entries_of(self, number: int) -> bytes | bytearray:
+        entries = self._entries[number]
+        if entries is None:
+            if self._read is None:
+                raise VerificationError(f"pack {self._packs[number]}: its index was let go")
+            entries = self._entries[number] = self._read(self._packs[number])
+        return entries
+
+    def written(self, number: int) -> None:
+        """Pack *number* is on disk with its index: let go of its entries."""
+        if self._read is not None:
+            self._entries[number] = None
 
     def load(self, pack: str, data: bytes) -> None:
         """Add the chunks of pack index *data* (checked by :func:`_index_bytes`)."""
@@ -569,6 +648,7 @@ class _PackWriter:
         write_atomic(path.with_suffix(".idx"), bytes(self._entries), fsync=True)
         fsync_dir(path.parent)
         reach("repository:indexed")
+        self.index.written(self._number)
 
     def close(self) -> None:
         if self._pack is not None:
@@ -621,9 +701,9 @@ def _decode(stored: bytes, codec: str, plain: int) -> bytes:
 class _Packs:
     """Open pack files, for reading chunks by id."""
 
-    def __init__(self, repository: Repository) -> None:
+    def __init__(self, repository: Repository, index: ChunkIndex | None = None) -> None:
         self.repository = repository
-        self.index = repository.index()
+        self.index = repository.index() if index is None else index
         self._open: dict[str, int] = {}
 
     def __enter__(self) -> _Packs:
@@ -662,7 +742,8 @@ class _Packs:
                                     "repository")
         return blob
 
-    def checked(self, chunk: bytes, blob: Blob, stored: bytes | None) -> bytes:
+    def checked(self, chunk: bytes, blob: Blob, stored: bytes | None,
+                shared: ChunkChecks | None = None) -> bytes:
         """*chunk*'s plain bytes from its *stored* bytes (read here when None)."""
         raw = self.read_stored(blob) if stored is None else stored
         try:
@@ -670,13 +751,14 @@ class _Packs:
         except Exception as exc:  # zlib.error, zstandard's own error class
             raise VerificationError(f"chunk {chunk.hex()[:16]} in pack {blob.pack} does "
                                     f"not decompress ({exc})") from None
-        _check_hash(chunk, blob.pack, data)
+        _check_shared(chunk, blob.pack, data, shared)
         return data
 
     def read_all(self, chunks: list[bytes]) -> Iterator[bytes]:
         """The plain bytes of *chunks* in order: runs stored back to back in one pack
         are read with one pread of up to 1 MiB, each chunk checked, and a run stored
         plain is given back as the one block it was read as."""
+        shared = _SHARED.get()
         i = 0
         while i < len(chunks):
             pack, run = self._run(chunks, i)
@@ -689,13 +771,13 @@ class _Packs:
                 view = memoryview(block)
                 for j, (offset, length, _, _) in enumerate(run):
                     at = offset - start
-                    _check_hash(chunks[i + j], pack, view[at:at + length])
+                    _check_shared(chunks[i + j], pack, view[at:at + length], shared)
                 yield block
             else:
                 for j, (offset, length, plain, codec) in enumerate(run):
                     at = offset - start
                     blob = Blob(pack, offset, length, plain, _CODEC_BYTES[codec])
-                    yield self.checked(chunks[i + j], blob, block[at:at + length])
+                    yield self.checked(chunks[i + j], blob, block[at:at + length], shared)
             i += len(run)
 
     def _run(self, chunks: list[bytes], i: int) -> tuple[str, list[tuple[int, int, int, int]]]:
@@ -715,6 +797,15 @@ class _Packs:
             run.append(place(first + j - i))
             size += run[-1][1]
         return self.index.pack(first), run
+
+
+def _check_shared(chunk: bytes, pack: str, data: bytes | memoryview,
+                  shared: ChunkChecks | None) -> None:
+    if shared is None:
+        _check_hash(chunk, pack, data)
+    elif shared.needs(chunk, pack):
+        _check_hash(chunk, pack, data)
+        shared.passed(chunk, pack)
 
 
 def _check_hash(chunk: bytes, pack: str, data: bytes | memoryview) -> None:

@@ -115,6 +115,7 @@ def damaged_row(damaged: Damaged) -> dict[str, Any]:
 def verify(backup_id: str | None, check_all: bool, level: str) -> None:
     """Recompute sha256 and run integrity_check on ID (or --all). Exit 4 on any problem."""
     # why here: the engines are costly, as the guard is (see cli.database)
+    from dbguard_plugin.catalog.repository import shared_checks
     from dbguard_plugin.engines import verify_backup
 
     if bool(backup_id) == check_all:
@@ -123,7 +124,7 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
     manifests = guard.catalog.manifests() if check_all else [_to_verify(guard, backup_id or "")]
     damaged = guard.catalog.damaged() if check_all else []
     results = []
-    with LazyBar("verifying", enabled=progress_shown()) as bar:
+    with LazyBar("verifying", enabled=progress_shown()) as bar, shared_checks() as chunks:
         for n, manifest in enumerate(manifests):
             bar(n, len(manifests))  # a bar after a second, counted in backups
             results.append(verify_backup(guard.catalog, manifest, level))
@@ -138,10 +139,14 @@ def verify(backup_id: str | None, check_all: bool, level: str) -> None:
             lines += [f"BAD  {result.manifest.id}"] + [f"     {p}" for p in result.problems]
     lines += [d.line() for d in damaged]
     bad = [r for r in results if not r.ok]
+    if chunks.read:
+        lines.append(f"repository: {chunks.read} chunks read, {chunks.hashed} rehashed "
+                     "(a chunk several backups share is hashed once)")
     lines.append(f"{len(results) - len(bad)} ok, {len(bad)} bad"
                  + (f", {len(damaged)} damaged manifests" if damaged else ""))
     emit({"results": [r.as_dict() for r in results],
-          "damaged": [d.as_dict() for d in damaged], "ok": not bad and not damaged},
+          "damaged": [d.as_dict() for d in damaged], "ok": not bad and not damaged,
+          "chunks": {"read": chunks.read, "hashed": chunks.hashed}},
          "\n".join(lines))
     if bad or damaged:
         sys.exit(EXIT_VERIFY)
