@@ -78,8 +78,6 @@ _INDEX_MAGIC = b"DBGIDX1\n"
 _HEAD = len(_INDEX_MAGIC)
 _ENTRY = struct.Struct(">32sQIIB")
 _PLACE = struct.Struct(">QIIB")
-_LENGTH = struct.Struct(">I")
-_LENGTH_AT = 40
 _CODEC_AT = 48
 #: Entries a pack may hold (a ChunkIndex handle is pack number * this + entry).
 _PER_PACK = 1 << 24
@@ -319,10 +317,7 @@ class Repository:
         referenced = set(lists)
         with _Packs(self, self._index_of(lists)) as packs:
             for raw, chunk_list in lists.items():
-                data = packs.read(raw)
-                if len(data) % _ID:
-                    raise VerificationError(f"chunk list {chunk_list[:16]} is damaged")
-                referenced.update(data[at:at + _ID] for at in range(0, len(data), _ID))
+                referenced.update(_ids(packs.read(raw), chunk_list))
         return referenced
 
     def _index_of(self, chunks: Iterable[bytes]) -> ChunkIndex:
@@ -501,9 +496,7 @@ class ChunkIndex:
         return None if handle is None else self.blob(handle)
 
     def stored_length(self, handle: int) -> int:
-        number, entry = divmod(handle, _PER_PACK)
-        return int(_LENGTH.unpack_from(self._entries_of(number),
-                                       _HEAD + entry * _ENTRY.size + _LENGTH_AT)[0])
+        return self.place(handle)[1]
 
     def handle(self, chunk: bytes) -> int | None:
         return self._where.get(chunk)
