@@ -372,3 +372,42 @@ def test_a_store_over_several_packs_reads_back_what_it_let_go(tmp_path: Path) ->
     with repository.reading(), out.open("wb") as fh:
         repository.read_into(stored.chunk_list, fh)
     assert out.read_bytes() == source.read_bytes()
+
+
+def test_a_prune_that_drops_nothing_reads_only_the_packs_written_since(
+        db_path: Path, run_cli: Cli, repo_config: list[str],
+        child_env: Callable[..., dict[str, str]]) -> None:
+    """collected.json remembers the last collection: while no backup is dropped, only
+    packs written since can be garbage (an interrupted backup's among them), and a full
+    collection afterwards finds nothing the incremental ones left."""
+    make_bot_db(db_path, rows=2000)
+    for _ in range(3):
+        add_trades(db_path, 100)
+        backup(run_cli, repo_config)  # each backup's prune collects
+    catalog = catalog_of(db_path)
+    repository = Repository.of(catalog)
+    lists = sorted(json.loads(p.read_text())["chunk_list"] for p in catalog.glob("[!.]*.json"))
+    assert (repository.directory / "collected.json").is_file()
+    known = {p.stem for p in repository.packs_dir.glob("*/*.idx")}
+    add_trades(db_path, 300)
+    killed = run_cli("backup", *repo_config,
+                     env=child_env(**{CRASH_ENV: "repository:indexed"}))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    orphans = {p.stem for p in repository.packs_dir.glob("*/*.idx")} - known
+    assert len(orphans) == 1
+
+    report = repository.collect(lists)
+    assert (report.full, report.packs_read, set(report.packs_removed)) == (False, 1, orphans)
+    again = repository.collect(lists)
+    assert (again.full, again.packs_read, again.packs_removed) == (False, 0, [])
+
+    (repository.directory / "collected.json").unlink()
+    full = repository.collect(lists)
+    assert (full.full, full.packs_read) == (True, len(known))
+    assert full.packs_removed == full.packs_rewritten == []
+    # a dropped backup makes the next collection a full one
+    dropped = next(p for p in catalog.glob("[!.]*.json")
+                   if json.loads(p.read_text())["chunk_list"] == lists[0])
+    dropped.unlink()
+    assert repository.collect(lists[1:]).full
+    assert len(_every_listed_backup_verifies(run_cli, repo_config)) == 2

@@ -13,6 +13,7 @@ Layout, inside the catalog directory::
     repository/
       config.json                 format, chunk size (fixed when the repository is made)
       lock                        readers hold it shared; collection deletes exclusive
+      collected.json              the chunk lists and packs the last collection saw
       packs/ab/<pack>.pack        chunks, back to back
       packs/ab/<pack>.idx         "DBGIDX1\\n", then per chunk: id (32 bytes), offset
                                   (8), stored length (4), plain length (4), codec (1)
@@ -70,6 +71,8 @@ PACK_TARGET = 16 * 1024 * 1024
 #: Collection rewrites a pack whose unreferenced bytes exceed this share of it.
 REPACK_SHARE = 0.5
 DIRECTORY = "repository"
+#: What the last completed collection saw (chunk lists, packs): see Repository.collect.
+_COLLECTED = "collected.json"
 #: Per-chunk codecs: the catalog's compression setting -> the codec a chunk is stored with.
 CODECS = {"none": "none", "gzip": "zlib", "zstd": "zstd"}
 _CODEC_BYTES = ("none", "zlib", "zstd")
@@ -121,6 +124,9 @@ class Collected:
     packs_rewritten: list[str] = field(default_factory=list)
     bytes_freed: int = 0
     deferred: str = ""
+    #: Whether every pack was looked at (else only those written since the last one).
+    full: bool = True
+    packs_read: int = 0
 
 
 @dataclass
@@ -292,23 +298,62 @@ class Repository:
 
     # -- collection -----------------------------------------------------------------
 
-    def collect(self, referenced: set[bytes]) -> Collected:
-        """Remove what no manifest references: packs with no referenced chunk, packs
-        that interrupted backups left without an index; rewrite packs that are mostly
-        garbage. Call with the catalog lock held, *referenced* (every referenced chunk
-        list and chunk, see :meth:`referenced_by`) read under it."""
+    def collect(self, chunk_lists: Iterable[str]) -> Collected:
+        """Remove what none of *chunk_lists* (those of every manifest) references: packs
+        with no referenced chunk, packs that interrupted backups left without an index;
+        rewrite packs that are mostly garbage. Call with the catalog lock held, the
+        lists read under it. VerificationError when a list cannot be read: nothing can
+        then be collected safely.
+
+        When no list was dropped since the last collection (``collected.json``), only
+        the packs written since can hold garbage, and only the lists added since can
+        reference them: a new pack holds only chunks that no pack held before. So only
+        those are read; the rest is as the last collection left it."""
+        lists = set(chunk_lists)
         report = Collected()
         if not self.packs_dir.is_dir():
             return report
+        last = self._last_collection()
+        if last is not None and last[0] <= lists:
+            new_lists, packs = lists - last[0], self._packs_since(last[1])
+        else:
+            # a full collection: forget the last one first, so that a crash part way
+            # leaves the next prune a full collection too
+            (self.directory / _COLLECTED).unlink(missing_ok=True)
+            new_lists, packs = lists, None
+        referenced = self.referenced_by(new_lists)
+        report.full = packs is None
         with os.fdopen(open_private(self.directory / "lock"), "r+b") as fh:
             if not locks.try_lock(fh):
                 report.deferred = "a restore or verify is reading the repository"
                 return report
             self._remove_leftovers(report)
             for idx in self._index_files():
-                self._collect_pack(idx, referenced, report)
+                if packs is None or idx.stem in packs:
+                    report.packs_read += 1
+                    self._collect_pack(idx, referenced, report)
         self._index = None
+        self._remember_collection(lists)
         return report
+
+    def _last_collection(self) -> tuple[set[str], set[str]] | None:
+        """The chunk lists and packs the last completed collection saw, or None."""
+        try:
+            state = json.loads((self.directory / _COLLECTED).read_bytes())
+            lists, packs = set(state["lists"]), set(state["packs"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None  # none yet, or unreadable: collect in full
+        if not all(isinstance(x, str) for x in lists | packs):
+            return None
+        return lists, packs
+
+    def _packs_since(self, known: set[str]) -> set[str]:
+        return {idx.stem for idx in self._index_files()} - known
+
+    def _remember_collection(self, lists: set[str]) -> None:
+        state = {"lists": sorted(lists),
+                 "packs": sorted(idx.stem for idx in self._index_files())}
+        write_atomic(self.directory / _COLLECTED, json.dumps(state).encode(), fsync=True)
 
     def referenced_by(self, chunk_lists: Iterable[str]) -> set[bytes]:
         """The chunk lists and every chunk they name (VerificationError when one of the

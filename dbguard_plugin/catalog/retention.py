@@ -118,13 +118,12 @@ def collect(catalog: Catalog) -> Collected | None:
                     len(damaged))
         return None
     try:
-        referenced = repository.referenced_by(m.chunk_list for m in backups
-                                              if m.storage == "repository")
+        collected = repository.collect(m.chunk_list for m in backups
+                                       if m.storage == "repository")
     except VerificationError as exc:
         log.warning("dbguard: repository chunks not collected in %s: %s",
                     catalog.directory, exc)
         return None
-    collected = repository.collect(referenced)
     if collected.deferred:
         log.info("dbguard: repository collection deferred: %s", collected.deferred)
     return collected
