@@ -411,3 +411,22 @@ def test_a_prune_that_drops_nothing_reads_only_the_packs_written_since(
     dropped.unlink()
     assert repository.collect(lists[1:]).full
     assert len(_every_listed_backup_verifies(run_cli, repo_config)) == 2
+
+
+def test_a_symlinked_pack_directory_is_neither_read_nor_cleaned(
+        tmp_path: Path, db_path: Path, run_cli: Cli, repo_config: list[str]) -> None:
+    """A link planted in packs/ leads outside dbguard's directories: prune's collection
+    neither reads the index files there nor deletes what looks like its leftovers."""
+    make_bot_db(db_path, rows=500)
+    first = backup(run_cli, repo_config)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    bait = [outside / f"{'ab' * 16}.pack", outside / ".tmp-notes.txt",
+            outside / f"{'cd' * 16}.idx"]
+    for path in bait:
+        path.write_bytes(b"not dbguard's")
+    repository = Repository.of(catalog_of(db_path))
+    (repository.packs_dir / "zz").symlink_to(outside)
+    assert run_cli("prune", *repo_config).returncode == 0
+    assert all(path.read_bytes() == b"not dbguard's" for path in bait)
+    assert _every_listed_backup_verifies(run_cli, repo_config) == [first["id"]]

@@ -39,6 +39,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import struct
 import time
 import zlib
@@ -222,10 +223,20 @@ class Repository:
         return self._index
 
     def _index_files(self) -> list[Path]:
-        if not self.packs_dir.is_dir():
+        return sorted(p for p in self._pack_files()
+                      if p.suffix == ".idx" and _PACK_ID.match(p.stem))
+
+    def _pack_files(self) -> list[Path]:
+        """Every file in the packs' subdirectories, never through a symlink: a linked
+        ``packs`` or ``packs/ab`` is skipped, so nothing outside is read or deleted."""
+        if not _real_dir(self.packs_dir):
             return []
-        return sorted(p for p in self.packs_dir.glob("*/*.idx")
-                      if _PACK_ID.match(p.stem) and not p.is_symlink())
+        found = []
+        for sub in os.scandir(self.packs_dir):
+            if sub.is_dir(follow_symlinks=False):
+                found += [Path(f.path) for f in os.scandir(sub.path)
+                          if f.is_file(follow_symlinks=False)]
+        return found
 
     def pack_path(self, pack: str) -> Path:
         return _pack_file(self.packs_dir, pack, ".pack")
@@ -311,7 +322,7 @@ class Repository:
         those are read; the rest is as the last collection left it."""
         lists = set(chunk_lists)
         report = Collected()
-        if not self.packs_dir.is_dir():
+        if not _real_dir(self.packs_dir):
             return report
         last = self._last_collection()
         if last is not None and last[0] <= lists:
@@ -382,7 +393,7 @@ class Repository:
 
     def _remove_leftovers(self, report: Collected) -> None:
         indexed = {p.stem for p in self._index_files()}
-        for path in sorted(self.packs_dir.glob("*/*")):
+        for path in sorted(self._pack_files()):
             if path.name.startswith(_TMP) or (
                     path.suffix == ".pack" and path.stem not in indexed):
                 report.bytes_freed += _size(path)
@@ -488,6 +499,13 @@ def _index_bytes(path: Path) -> bytes:
     if codecs and max(codecs) >= len(_CODEC_BYTES):
         raise VerificationError(f"{path}: pack index is damaged (codec {max(codecs)})")
     return data
+
+
+def _real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _pack_file(packs_dir: Path, pack: str, suffix: str) -> Path:
