@@ -23,20 +23,30 @@ def private_dir(path: Path) -> Path:
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:
-        info = os.lstat(path)
-        if stat.S_ISLNK(info.st_mode):
-            raise UnsafePathError(
-                f"{path} is a symlink; dbguard keeps its files only in a real directory: "
-                "remove the link or point the configuration at the real directory"
-            ) from None
-        if not stat.S_ISDIR(info.st_mode):
-            raise UnsafePathError(f"{path} exists and is not a directory: move it away") from None
+        _refuse_unless_real_dir(path)
     except FileNotFoundError:
-        if path.parent == path or path.parent.exists():
-            raise  # the parent is there, yet mkdir says it is not: let that error through
-        private_dir(path.parent)  # missing parents are created private too
-        return private_dir(path)
+        if path.parent == path:
+            raise
+        # Missing parents are created private too. Another process may be creating them
+        # at this very moment (a bot and a prune starting together), so the parent is
+        # made or found, then this one tried once more.
+        private_dir(path.parent)
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            _refuse_unless_real_dir(path)
     return path
+
+
+def _refuse_unless_real_dir(path: Path) -> None:
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafePathError(
+            f"{path} is a symlink; dbguard keeps its files only in a real directory: "
+            "remove the link or point the configuration at the real directory"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafePathError(f"{path} exists and is not a directory: move it away")
 
 
 def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:

@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from dbguard_plugin.catalog import Catalog, validate_id
 from dbguard_plugin.engines import verify_backup
 from dbguard_plugin.engines.sqlite.backup import create_backup
 from dbguard_plugin.errors import ConfigError, UnsafePathError
+from dbguard_plugin.files import private_dir
 from dbguard_plugin.location import locate
 from dbguard_plugin.settings.config import Config
 
@@ -363,3 +366,32 @@ def test_two_databases_never_share_a_catalog(make_guard, tmp_path):
         second.backup()
     assert [m.id for m in first.catalog.manifests()] == [kept.id]
     assert kept.source == f"sqlite:///{first_db}"
+
+
+
+def test_two_creators_of_the_state_directories_at_once_both_succeed(tmp_path: Path) -> None:
+    """A bot and a prune starting together: one makes <db>.dbguard while the other
+    makes <db>.dbguard/backups, whose mkdir fails (no parent yet) and then finds the
+    parent made. Both succeed. Two threads stand in for the two processes: mkdir
+    releases the GIL, so they race the same way."""
+    failures: list[str] = []
+
+    def make(path: Path, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            private_dir(path)
+        except OSError as exc:
+            failures.append(repr(exc))
+
+    for round_ in range(300):
+        state = tmp_path / str(round_) / "tradesv3.sqlite.dbguard"
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=make, args=(p, barrier))
+                   for p in (state, state / "backups")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    made = tmp_path / "0" / "tradesv3.sqlite.dbguard" / "backups"
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
