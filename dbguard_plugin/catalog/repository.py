@@ -726,15 +726,11 @@ def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
     writev = getattr(os, "writev", None)  # not on Windows
     for first in range(0, len(pieces), _WRITEV_MAX):
         batch = pieces[first:first + _WRITEV_MAX]
-        rest = b"" if writev is None else None
-        if writev is not None:
-            written = writev(fd, batch)
-            if written < sum(len(p) for p in batch):
-                rest = b"".join(batch)[written:]
-        else:
-            rest = b"".join(batch)
-        while rest:
-            rest = rest[os.write(fd, rest):]
+        written = 0 if writev is None else writev(fd, batch)
+        if written < sum(len(p) for p in batch):
+            rest = b"".join(batch)[written:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
 
 
 def _encode(data: bytes, codec: str) -> bytes:
@@ -789,14 +785,14 @@ class _Packs:
 
     def read(self, chunk: bytes) -> bytes:
         """The plain bytes of *chunk*, checked against its id."""
-        return self.checked(chunk, self._blob(chunk), None)
+        return self.checked(chunk, self.index.blob(self._handle(chunk)), None)
 
-    def _blob(self, chunk: bytes) -> Blob:
-        blob = self.index.get(chunk)
-        if blob is None:
+    def _handle(self, chunk: bytes) -> int:
+        handle = self.index.handle(chunk)
+        if handle is None:
             raise VerificationError(f"chunk {chunk.hex()[:16]} is missing from the "
                                     "repository")
-        return blob
+        return handle
 
     def checked(self, chunk: bytes, blob: Blob, stored: bytes | None,
                 shared: ChunkChecks | None = None) -> bytes:
@@ -841,10 +837,7 @@ class _Packs:
         chunks[i:] stored back to back in one pack, up to 1 MiB: a pack's entries are in
         the order its chunks were written, so a run is a run of consecutive handles."""
         where, place = self.index.handle, self.index.place
-        first = where(chunks[i])
-        if first is None:
-            raise VerificationError(f"chunk {chunks[i].hex()[:16]} is missing from the "
-                                    "repository")
+        first = self._handle(chunks[i])
         run = [place(first)]
         size = run[0][1]
         for j in range(i + 1, len(chunks)):
