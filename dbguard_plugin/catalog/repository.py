@@ -269,6 +269,12 @@ class Repository:
                         progress(writer.plain, total)
             chunk_list = writer.put(memoryview(ids), codec="none")
             writer.close()
+        except OSError as exc:
+            writer.abandon()
+            self._index = None
+            if exc.filename is None:  # a write or fsync: say which file it was for
+                raise OSError(exc.errno, exc.strerror, str(writer.writing)) from exc
+            raise
         except BaseException:
             writer.abandon()
             self._index = None
@@ -705,6 +711,11 @@ class _PackWriter:
         fsync_dir(path.parent)
         reach("repository:indexed")
         self.index.written(self._number)
+
+    @property
+    def writing(self) -> Path:
+        """The pack file being written (the packs directory before the first)."""
+        return self._tmp[-1] if self._tmp else self.repository.packs_dir
 
     def close(self) -> None:
         if self._pack is not None:

@@ -42,6 +42,8 @@ from harness import Tally, change, check_database, make_db
 from sqlite_files import content_digest, file_sha
 
 from dbguard_plugin import Guard
+from dbguard_plugin.catalog.repository import Repository, read_index
+from dbguard_plugin.engines import verify_backup
 from dbguard_plugin.engines.sqlite.backup import BackupError
 from dbguard_plugin.settings.config import Config
 
@@ -94,6 +96,56 @@ def test_the_disk_fills_during_a_backup_copy(
         assert leftovers(catalog) == []
         assert [n for n in os.listdir(catalog) if not n.startswith(".")] == []
         _mark(tally, "disk full (ENOSPC) during a backup copy")
+
+
+def test_the_disk_fills_while_the_repository_writes_a_pack(
+    scratch_dir: Path, tally: Tally
+) -> None:
+    """The copy is complete when the disk fills, so the kernel's ENOSPC meets the
+    repository's pack write: the backup fails naming the pack, leaves no manifest and
+    no scratch file, the backup before it still verifies and restores, and once space is
+    freed the next backup and prune work and leave no unreferenced pack."""
+    disk = scratch_dir / "small"
+    with small_disk(disk, "64m"):
+        db = disk / "tradesv3.sqlite"
+        make_db(db, bulk=2500)  # about 10 MiB: a new pack of several MiB
+        config = Config(db_url=f"sqlite:///{db}", storage="repository", keep_last=1,
+                        keep_daily=0, keep_weekly=0)
+        guard = Guard(config)
+        try:
+            first = guard.backup()
+            change(db)  # every row's value changes: the next pack is MiBs
+            before = file_sha(db)
+
+            def fill_when_copied(done: int, total: int) -> None:
+                if done == total:  # the copy is whole; the chunks are written next
+                    _fill(disk)
+
+            with pytest.raises(BackupError) as failed:
+                guard.backup(progress=fill_when_copied)
+            message = str(failed.value)
+            assert message.startswith(f"{db}: backup failed: {disk}/"), message
+            assert ".pack: No space left on device" in message
+            assert "set backup_dir to a larger disk" in message
+            assert file_sha(db) == before
+            catalog = disk / "tradesv3.sqlite.dbguard" / "backups"
+            assert [m.id for m in guard.catalog.manifests()] == [first.id]
+            assert leftovers(catalog) == []
+            packs = catalog / "repository" / "packs"
+            assert [p.name for p in packs.rglob(".tmp-*")] == []
+            (disk / "filler").unlink()
+            assert verify_backup(guard.catalog, first).ok
+            second = guard.backup()
+            guard.prune()
+            assert [m.id for m in guard.catalog.manifests()] == [second.id]
+            assert verify_backup(guard.catalog, second).ok
+            referenced = Repository.of(catalog).referenced_by([second.chunk_list])
+            # No pack is left that no backup needs (dead chunks in a mostly live pack
+            # stay until it is repacked, by design).
+            assert all(set(read_index(idx)) & referenced for idx in packs.rglob("*.idx"))
+        finally:
+            guard.close()
+        _mark(tally, "disk full (ENOSPC) while the repository writes a pack")
 
 
 #: The CLI's restore, with the disk filled by "another program" the moment the restore

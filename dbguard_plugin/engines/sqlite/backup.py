@@ -12,6 +12,7 @@ into place; its manifest comes last (docs/backups.rst says why each step is ther
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -182,7 +183,10 @@ def _checked_copy(
             chunked = pool.submit(repository.store, raw_tmp, settings.compression)
             facts, damage = _check_copy(raw_tmp, journal_mode, location, keep_damaged)
             reach("backup:checked")
-            stored = chunked.result()
+            try:
+                stored = chunked.result()
+            except OSError as exc:
+                raise BackupError(_store_failed(source, exc)) from None
             return _Copy(facts, method, damage, stored.raw_size, "", stored)
         digest = pool.submit(_flush_and_digest, raw_tmp)
         facts, damage = _check_copy(raw_tmp, journal_mode, location, keep_damaged)
@@ -190,6 +194,15 @@ def _checked_copy(
         raw_size, raw_sha = digest.result()
     reach("backup:hashed")
     return _Copy(facts, method, damage, raw_size, raw_sha)
+
+
+def _store_failed(source: Path, exc: OSError) -> str:
+    """One line for a repository write that failed: the file, why, and what to do."""
+    what = f"{source}: backup failed: {exc.filename}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (f"{what}; the backups before it are intact (the next prune removes what "
+                "this one wrote): free space or set backup_dir to a larger disk")
+    return what
 
 
 def _store(raw_tmp: Path, backup_id: str, catalog: Catalog, compression: str,
