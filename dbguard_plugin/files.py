@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import os
@@ -16,6 +17,9 @@ from dbguard_plugin.errors import UnsafePathError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
+
+#: What a write answers when its disk, its quota or the file size limit leaves no room.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def private_dir(path: Path) -> Path:

@@ -21,8 +21,8 @@ from typing import IO
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.catalog.manifest import Manifest
 from dbguard_plugin.catalog.repository import Repository
-from dbguard_plugin.errors import VerificationError
-from dbguard_plugin.files import open_private
+from dbguard_plugin.errors import DbGuardError, VerificationError
+from dbguard_plugin.files import NO_ROOM, open_private
 
 
 def scratch_path(catalog: Catalog, manifest: Manifest) -> Path:
@@ -56,9 +56,27 @@ def reassembled(catalog: Catalog, manifest: Manifest) -> Iterator[Path]:
     also when the read fails half way."""
     tmp = scratch_path(catalog, manifest)
     try:
-        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as out:
+        with room_for_copy(catalog, manifest), \
+                os.fdopen(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as out:
             read_chunks(catalog, manifest, out)
         yield tmp
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def room_for_copy(catalog: Catalog, manifest: Manifest) -> Iterator[None]:
+    """Around the writing of backup *manifest*'s plain scratch copy: a disk (or quota)
+    with no room for it is one clear error, since it says nothing about the backup,
+    which must be neither reported damaged nor marked unverified for it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_ROOM:
+            raise
+        need = manifest.raw_size / 2**20
+        raise DbGuardError(
+            f"{catalog.directory}: no room to read backup {manifest.id} into a scratch "
+            f"copy ({exc.strerror}; it needs {need:.1f} MiB there); nothing was changed "
+            "and the backup is not marked: free space, then try again") from None

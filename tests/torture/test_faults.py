@@ -25,6 +25,7 @@ How each is made, honestly:
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -146,6 +147,49 @@ def test_the_disk_fills_while_the_repository_writes_a_pack(
         finally:
             guard.close()
         _mark(tally, "disk full (ENOSPC) while the repository writes a pack")
+
+
+def test_a_full_disk_under_verify_and_restore_is_no_room_not_damage(
+    scratch_dir: Path, run_cli: Cli, tally: Tally
+) -> None:
+    """A compressed or repository backup is read into a scratch copy before it is
+    checked. With no room for that copy, verify and restore exit 1 saying so: the
+    backups are fine, so they are neither reported damaged (exit 4) nor marked
+    unverified, and once space is freed they verify."""
+    disk = scratch_dir / "small"
+    with small_disk(disk, "64m"):
+        db = disk / "tradesv3.sqlite"
+        make_db(db, bulk=2500)
+        made = []
+        for storage in ({"storage": "repository"}, {"compression": "gzip"}):
+            config = disk / f"bot-{len(made)}.json"
+            config.write_text(json.dumps({"dbguard": {"db_url": f"sqlite:///{db}",
+                                                      **storage}}))
+            done = run_cli("backup", "--config", str(config), "--json", cwd=ANYWHERE)
+            assert done.returncode == 0, done.stderr
+            made.append((json.loads(done.stdout)["id"], config))
+        change(db)
+        before = file_sha(db)
+        catalog = disk / "tradesv3.sqlite.dbguard" / "backups"
+        _fill(disk)
+        for backup_id, config in made:
+            for command in (["verify", backup_id, "--json"],
+                            ["restore", backup_id, "--yes", "--json"]):
+                result = run_cli(*command, "--config", str(config), cwd=ANYWHERE)
+                assert result.returncode == 1, (command, result.stdout, result.stderr)
+                error = json.loads(result.stdout)["error"]
+                assert error.startswith(f"{catalog}: no room to read backup {backup_id}")
+                assert "No space left on device" in error
+                assert "free space" in error
+            manifest = json.loads((catalog / f"{backup_id}.json").read_text())
+            assert manifest["verified"] is True
+        assert leftovers(catalog) == []
+        (disk / "filler").unlink()
+        assert file_sha(db) == before  # (it checkpoints first, which needs room)
+        checked = run_cli("verify", "--all", "--config", str(made[0][1]), cwd=ANYWHERE)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "2 ok, 0 bad" in checked.stdout
+        _mark(tally, "disk full (ENOSPC) under verify's and restore's scratch copy")
 
 
 #: The CLI's restore, with the disk filled by "another program" the moment the restore

@@ -12,7 +12,6 @@ into place; its manifest comes last (docs/backups.rst says why each step is ther
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -51,7 +50,7 @@ from dbguard_plugin.engines.sqlite import snapshot
 from dbguard_plugin.engines.sqlite.facts import SqliteFacts, check, read_facts
 from dbguard_plugin.engines.sqlite.stored import SQLITE_MAGIC, opened_copy
 from dbguard_plugin.errors import UnsafePathError, VerificationError
-from dbguard_plugin.files import datasync, open_private
+from dbguard_plugin.files import NO_ROOM, datasync, open_private
 from dbguard_plugin.location import DatabaseLocation, hard_link_problem
 
 __all__ = [
@@ -199,7 +198,7 @@ def _checked_copy(
 def _store_failed(source: Path, exc: OSError) -> str:
     """One line for a repository write that failed: the file, why, and what to do."""
     what = f"{source}: backup failed: {exc.filename}: {exc.strerror or exc}"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if exc.errno in NO_ROOM:
         return (f"{what}; the backups before it are intact (the next prune removes what "
                 "this one wrote): free space or set backup_dir to a larger disk")
     return what

@@ -19,9 +19,9 @@ from typing import BinaryIO
 from dbguard_plugin.catalog import TMP_PREFIX, Catalog
 from dbguard_plugin.catalog.codecs import CHUNK, decompressing
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.engines.reassemble import read_chunks, reassembled
+from dbguard_plugin.engines.reassemble import read_chunks, reassembled, room_for_copy
 from dbguard_plugin.errors import VerificationError
-from dbguard_plugin.files import open_private
+from dbguard_plugin.files import NO_ROOM, open_private
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -106,6 +106,8 @@ def decompress(stored: Path, src: BinaryIO | _Hashing, out: BinaryIO | _Hashing,
             while chunk := reader.read(CHUNK):
                 out.write(chunk)
     except (OSError, EOFError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            raise  # the copy's disk is full: nothing wrong with the backup
         raise VerificationError(f"{stored}: cannot decompress ({exc})") from None
 
 
@@ -127,6 +129,8 @@ def read_into(stored: Path, compression: str, plain: Path) -> ReadCopy:
             try:
                 decompress(stored, src, out, compression)
             except Exception as exc:  # a damaged archive can raise anything from the decompressor
+                if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+                    raise  # the copy's disk is full: nothing wrong with the backup
                 failure = exc
         while src.read(CHUNK):  # what the decompressor left unread, all of it after a failure
             pass
@@ -167,6 +171,8 @@ def opened_backup(catalog: Catalog, manifest: Manifest) -> Iterator[Path]:
         with reassembled(catalog, manifest) as plain:
             yield plain
         return
-    with opened_copy(catalog.data_path(manifest), manifest.compression,
-                     catalog.directory) as plain:
+    with contextlib.ExitStack() as stack:
+        with room_for_copy(catalog, manifest):
+            plain = stack.enter_context(opened_copy(catalog.data_path(manifest),
+                                                    manifest.compression, catalog.directory))
         yield plain

@@ -15,6 +15,7 @@ from pathlib import Path
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.codecs import file_digest
 from dbguard_plugin.catalog.manifest import Manifest
+from dbguard_plugin.engines.reassemble import room_for_copy
 from dbguard_plugin.engines.sqlite.backup import sqlite_uri
 from dbguard_plugin.engines.sqlite.facts import check, schema_fingerprint
 from dbguard_plugin.engines.sqlite.stored import (
@@ -46,12 +47,16 @@ def checked_copy(
     path = Path(where.path)
     with contextlib.ExitStack() as stack:
         try:
-            plain = stack.enter_context(scratch(path, manifest.compression, catalog.directory))
-        except (UnsafePathError, OSError) as exc:  # no room, or a symlink, for the copy
+            with room_for_copy(catalog, manifest):
+                plain = stack.enter_context(scratch(path, manifest.compression,
+                                                    catalog.directory))
+        except (UnsafePathError, OSError) as exc:  # a symlink, or another fault, for the copy
             problems = digest_problems(manifest, path, *file_digest(path))
             yield VerifyResult(manifest, where.path, problems or (f"{path}: {exc}",)), None
             return
-        yield verify_read(manifest, path, plain, level), plain
+        with room_for_copy(catalog, manifest):
+            result = verify_read(manifest, path, plain, level)
+        yield result, plain
 
 
 @contextlib.contextmanager
@@ -62,9 +67,10 @@ def _reassembled(catalog: Catalog, manifest: Manifest,
     where = catalog.location_of(manifest) / manifest.id
     with contextlib.ExitStack() as stack:
         try:
-            plain = stack.enter_context(scratch(where, "repository", catalog.directory))
-            copy = read_repository(catalog, manifest, plain)
-        except (UnsafePathError, OSError) as exc:  # no room, or a symlink, for the copy
+            with room_for_copy(catalog, manifest):
+                plain = stack.enter_context(scratch(where, "repository", catalog.directory))
+                copy = read_repository(catalog, manifest, plain)
+        except (UnsafePathError, OSError) as exc:  # a symlink, or another fault, for the copy
             yield VerifyResult(manifest, str(where), (f"{where}: {exc}",)), None
             return
         yield VerifyResult(manifest, str(where),
