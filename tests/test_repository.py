@@ -286,6 +286,44 @@ def test_a_damaged_pack_index_is_refused_with_its_name(tmp_path: Path) -> None:
         read_index(idx)
 
 
+def test_a_damaged_pack_index_stops_no_later_backup_and_loses_none(
+        db_path: Path, run_cli: Cli, repo_config: list[str]) -> None:
+    """One bad index file (bit rot, a torn copy) must not fail every later backup: a
+    bot pauses its orders when its backup fails. The chunks it indexed count as absent
+    and are stored again, and since older backups may need those new packs too, the
+    next prune reads every backup's chunk list before it deletes anything."""
+    make_bot_db(db_path, rows=1500)
+    old = backup(run_cli, repo_config)
+    packs = catalog_of(db_path) / "repository" / "packs"
+    (idx,) = packs.glob("*/*.idx")
+    idx.write_bytes(idx.read_bytes()[:30])  # torn inside its first entry
+    same = backup(run_cli, repo_config)  # the same content: the same chunk list
+    assert same["chunk_list"] == old["chunk_list"]
+    add_trades(db_path, 40)
+    new = backup(run_cli, repo_config)
+    pruned = run_cli("prune", *repo_config)
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"{idx}: pack index is damaged" in pruned.stderr
+    assert idx.exists()  # what it holds cannot be known: collection leaves it
+    assert idx.with_suffix(".pack").exists()
+    for made in (old, same, new):  # old and same share every chunk, stored again
+        checked = run_cli("verify", made["id"], *repo_config)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    restored = run_cli("restore", new["id"], "--yes", *repo_config)
+    assert restored.returncode == 0, restored.stderr
+    add_trades(db_path, 1)
+    idx.write_bytes(b"DBGIDX1\n" + b"\x07" * 10)  # damaged again
+    for leftover in packs.glob("*/*.idx"):
+        if leftover != idx:  # every sound pack gone: old's chunks are only in idx's
+            leftover.unlink()
+            leftover.with_suffix(".pack").unlink()
+    refused = run_cli("verify", old["id"], *repo_config)
+    assert refused.returncode == 4
+    assert "is missing from the repository" in refused.stdout
+    assert f"{idx}: pack index is damaged" in refused.stdout
+    assert run_cli("backup", *repo_config).returncode == 0
+
+
 def test_convert_moves_full_copies_into_the_repository_and_each_still_restores(
         db_path: Path, db_url: str, run_cli: Cli, repo_config: list[str]) -> None:
     make_bot_db(db_path, rows=1500)

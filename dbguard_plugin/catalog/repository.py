@@ -36,6 +36,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -92,6 +93,7 @@ _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
 _TMP = ".tmp-"
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
 
 
 class Blob(NamedTuple):
@@ -172,6 +174,8 @@ class Repository:
         self.directory = directory
         self.packs_dir = directory / "packs"
         self._index: ChunkIndex | None = None
+        #: pack -> why its index cannot be used (see :meth:`_sound_index`)
+        self.damaged: dict[str, str] = {}
 
     @classmethod
     def of(cls, catalog_dir: Path) -> Repository:
@@ -218,9 +222,25 @@ class Repository:
             # index alive past a store, until the cycle collector ran
             found = ChunkIndex(functools.partial(_pack_index, self.packs_dir))
             for idx in self._index_files():
-                found.load(idx.stem, _index_bytes(idx))
+                data = self._sound_index(idx)
+                if data is not None:
+                    found.load(idx.stem, data)
             self._index = found
         return self._index
+
+    def _sound_index(self, idx: Path) -> bytes | None:
+        """Pack index *idx*, or None when it is damaged. One bad index must not stop
+        every later backup (a bot pauses its orders when its backup fails): its chunks
+        count as absent, so the next backup stores them afresh and never needs that
+        pack, and a read of a chunk only it held fails naming it. Collection leaves the
+        pack alone, since what it holds cannot be known."""
+        try:
+            return _index_bytes(idx)
+        except VerificationError as exc:
+            if idx.stem not in self.damaged:
+                log.warning("dbguard: %s; new backups store its chunks again", exc)
+            self.damaged[idx.stem] = str(exc)
+            return None
 
     def _index_files(self) -> list[Path]:
         return sorted(p for p in self._pack_files()
@@ -253,7 +273,12 @@ class Repository:
         about :data:`CDC_AVERAGE` bytes a chunk), so that consecutive dumps of a slowly
         changing database still share most chunks."""
         self.prepare()
-        writer = _PackWriter(self, self.index(), CODECS[compression])
+        index = self.index()
+        if self.damaged:
+            # the chunks of a damaged index are stored again, in packs that older
+            # backups may then need too (see _sound_index)
+            self._forget_collection()
+        writer = _PackWriter(self, index, CODECS[compression])
         ids = bytearray()
         total = plain.stat().st_size
         try:
@@ -335,8 +360,9 @@ class Repository:
             new_lists, packs = lists - last[0], self._packs_since(last[1])
         else:
             # a full collection: forget the last one first, so that a crash part way
-            # leaves the next prune a full collection too
-            (self.directory / _COLLECTED).unlink(missing_ok=True)
+            # (after a repack wrote old chunks into a new pack) leaves the next prune a
+            # full collection too
+            self._forget_collection()
             new_lists, packs = lists, None
         referenced = self.referenced_by(new_lists)
         report.full = packs is None
@@ -364,6 +390,14 @@ class Repository:
             return None
         return lists, packs
 
+    def _forget_collection(self) -> None:
+        """Make the next collection a full one, durably: an incremental one would take a
+        new pack holding chunks that older backups need for garbage."""
+        path = self.directory / _COLLECTED
+        if path.exists():
+            path.unlink(missing_ok=True)
+            fsync_dir(self.directory)
+
     def _packs_since(self, known: set[str]) -> set[str]:
         return {idx.stem for idx in self._index_files()} - known
 
@@ -388,7 +422,9 @@ class Repository:
         wanted = set(chunks)
         found = ChunkIndex()
         for idx in self._index_files():
-            data = _index_bytes(idx)
+            data = self._sound_index(idx)
+            if data is None:
+                continue
             hits = [at for at in range(_HEAD, len(data), _ENTRY.size)
                     if data[at:at + _ID] in wanted]
             if hits:
@@ -408,8 +444,11 @@ class Repository:
                 reach("gc:leftover-removed")
 
     def _collect_pack(self, idx: Path, referenced: set[bytes], report: Collected) -> None:
+        data = self._sound_index(idx)
+        if data is None:
+            return  # what it holds cannot be known: it stays
         # the entries as tuples, not Blobs: this runs over every pack after each backup
-        entries = list(_ENTRY.iter_unpack(memoryview(_index_bytes(idx))[_HEAD:]))
+        entries = list(_ENTRY.iter_unpack(memoryview(data)[_HEAD:]))
         live = [e for e in entries if e[0] in referenced]
         stored = sum(e[2] for e in entries)
         dead = stored - sum(e[2] for e in live)
@@ -801,8 +840,9 @@ class _Packs:
     def _handle(self, chunk: bytes) -> int:
         handle = self.index.handle(chunk)
         if handle is None:
+            damaged = "; ".join(self.repository.damaged.values())
             raise VerificationError(f"chunk {chunk.hex()[:16]} is missing from the "
-                                    "repository")
+                                    "repository" + (f" ({damaged})" if damaged else ""))
         return handle
 
     def checked(self, chunk: bytes, blob: Blob, stored: bytes | None,
