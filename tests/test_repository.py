@@ -385,6 +385,32 @@ def test_backups_shows_what_each_backup_added_once_the_repository_is_used(
     assert newest["added"] < newest["size"]
 
 
+def test_a_collection_record_that_does_not_fit_the_packs_deletes_nothing(
+        db_path: Path, run_cli: Cli, repo_config: list[str]) -> None:
+    """collected.json edited, or put back from an older copy of the repository, so that
+    it lists every backup but not their packs: trusted, it would make every pack "new"
+    and referenced by no new backup. A pack it does not list that is older than it
+    makes the collection a full one instead."""
+    make_bot_db(db_path, rows=1500)
+    made = []
+    for _ in range(3):
+        add_trades(db_path, 50)
+        made.append(backup(run_cli, repo_config))
+    repository = Repository.of(catalog_of(db_path))
+    record = repository.directory / "collected.json"
+    state = json.loads(record.read_text())
+    assert state["packs"]
+    record.write_text(json.dumps({"lists": state["lists"], "packs": []}))
+    packs = sorted(repository.packs_dir.glob("*/*"))
+    report = repository.collect(state["lists"])
+    assert report.full
+    assert report.packs_removed == []
+    assert sorted(repository.packs_dir.glob("*/*")) == packs
+    for each in made:
+        checked = run_cli("verify", each["id"], *repo_config)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_a_store_over_several_packs_reads_back_what_it_let_go(tmp_path: Path) -> None:
     """A pack written in full lets go of its index entries (a 1 GiB store would keep
     13 MiB of them); a chunk of it met again later in the same store, or read back

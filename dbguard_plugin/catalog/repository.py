@@ -355,15 +355,15 @@ class Repository:
         report = Collected()
         if not _real_dir(self.packs_dir):
             return report
-        last = self._last_collection()
-        if last is not None and last[0] <= lists:
-            new_lists, packs = lists - last[0], self._packs_since(last[1])
-        else:
+        since = self._since_last(lists)
+        if since is None:
             # a full collection: forget the last one first, so that a crash part way
             # (after a repack wrote old chunks into a new pack) leaves the next prune a
             # full collection too
             self._forget_collection()
             new_lists, packs = lists, None
+        else:
+            new_lists, packs = since
         referenced = self.referenced_by(new_lists)
         report.full = packs is None
         with os.fdopen(open_private(self.directory / "lock"), "r+b") as fh:
@@ -379,16 +379,28 @@ class Repository:
         self._remember_collection(lists)
         return report
 
-    def _last_collection(self) -> tuple[set[str], set[str]] | None:
-        """The chunk lists and packs the last completed collection saw, or None."""
+    def _since_last(self, lists: set[str]) -> tuple[set[str], set[str]] | None:
+        """The chunk lists and packs added since the last collection, or None for a full
+        one: no record of it, a list dropped since, or a record that does not fit."""
+        last = self._last_collection()
+        if last is None or not last[0] <= lists:
+            return None
+        packs = self._packs_since(last[1], last[2])
+        return None if packs is None else (lists - last[0], packs)
+
+    def _last_collection(self) -> tuple[set[str], set[str], int] | None:
+        """The chunk lists and packs the last completed collection saw, and when, or
+        None."""
+        path = self.directory / _COLLECTED
         try:
-            state = json.loads((self.directory / _COLLECTED).read_bytes())
+            written = path.stat().st_mtime_ns
+            state = json.loads(path.read_bytes())
             lists, packs = set(state["lists"]), set(state["packs"])
         except (OSError, ValueError, TypeError, KeyError):
             return None  # none yet, or unreadable: collect in full
         if not all(isinstance(x, str) for x in lists | packs):
             return None
-        return lists, packs
+        return lists, packs, written
 
     def _forget_collection(self) -> None:
         """Make the next collection a full one, durably: an incremental one would take a
@@ -398,8 +410,16 @@ class Repository:
             path.unlink(missing_ok=True)
             fsync_dir(self.directory)
 
-    def _packs_since(self, known: set[str]) -> set[str]:
-        return {idx.stem for idx in self._index_files()} - known
+    def _packs_since(self, known: set[str], written: int) -> set[str] | None:
+        """The packs written since the last collection, or None when one it did not list
+        is older than its record: the record is not the one collection wrote (edited,
+        put back from a copy), and trusting it could take every pack for new garbage."""
+        since = [idx for idx in self._index_files() if idx.stem not in known]
+        if any(_mtime(idx) < written for idx in since):
+            log.warning("dbguard: %s does not list packs older than itself; collecting "
+                        "in full", self.directory / _COLLECTED)
+            return None
+        return {idx.stem for idx in since}
 
     def _remember_collection(self, lists: set[str]) -> None:
         state = {"lists": sorted(lists),
@@ -504,6 +524,13 @@ def _content_defined(path: Path) -> Iterator[memoryview]:
                           "'dbguard-plugin[repository]', or set storage to files") from None
     for chunk in FastCDC(CDC_AVERAGE).cut_file(str(path)):
         yield memoryview(chunk.data)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
 
 
 def _size(path: Path) -> int:
