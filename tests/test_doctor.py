@@ -135,3 +135,18 @@ def test_doctor_reads_the_right_file_whatever_its_directory_is_called(
     found = {f.check: f for f in diagnose(guard)}
     assert found["journal mode"].status == OK, found["journal mode"].message
     assert [p.name for p in tmp_path.iterdir() if not p.is_dir()] == []
+
+
+def test_a_damaged_pack_index_is_a_warning_naming_it(make_guard, db_path, db_url, run_cli):
+    make_db(db_path, "wal")
+    make_guard(Config(db_url=db_url, storage="repository")).backup()
+    healthy = run_cli("doctor", "--db", db_url)
+    assert "damaged pack indexes" not in lines_by_check(healthy.stdout)
+    (idx,) = db_path.parent.glob("*.dbguard/backups/repository/packs/*/*.idx")
+    idx.write_bytes(b"DBGIDX1\n" + b"\x00" * 48)  # a torn entry
+    result = run_cli("doctor", "--db", db_url)
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning, not a failure
+    found = lines_by_check(result.stdout)["damaged pack indexes"]
+    assert found.startswith("WARN 1 pack index(es) in "), found
+    assert f"{idx}: pack index is damaged" in found
+    assert "move each index and its .pack out of the repository" in found

@@ -242,6 +242,16 @@ class Repository:
             self.damaged[idx.stem] = str(exc)
             return None
 
+    def damaged_indexes(self) -> dict[Path, str]:
+        """Every pack index that cannot be used, and why (each is read)."""
+        found = {}
+        for idx in self._index_files():
+            try:
+                _index_bytes(idx)
+            except VerificationError as exc:
+                found[idx] = str(exc)
+        return found
+
     def _index_files(self) -> list[Path]:
         return sorted(p for p in self._pack_files()
                       if p.suffix == ".idx" and _PACK_ID.match(p.stem))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dbguard_plugin.catalog.repository import Repository
 from dbguard_plugin.engines.sqlite.backup import sqlite_uri
 
 if TYPE_CHECKING:
@@ -33,9 +34,9 @@ def diagnose(guard: Guard) -> list[Finding]:
     found = [_identity(guard), _journal_mode(guard), _busy_timeout(guard), _free_space(guard)]
     found += _permissions(guard)
     found.append(_newest_backup(guard))
-    damaged = _damaged_manifests(guard)
-    if damaged is not None:
-        found.append(damaged)
+    for damaged in (_damaged_manifests(guard), _damaged_indexes(guard)):
+        if damaged is not None:
+            found.append(damaged)
     return found
 
 
@@ -159,6 +160,24 @@ def _damaged_manifests(guard: Guard) -> Finding | None:
         f"{len(damaged)} manifest(s) in {guard.catalog.directory} are damaged and never used "
         f"(not listed, restored or pruned; their data files are kept): {shown}{more}. "
         "Repair or move them aside ('dbguard backups' lists them)",
+    )
+
+
+def _damaged_indexes(guard: Guard) -> Finding | None:
+    """Pack indexes of the repository that cannot be used: backups go on (their chunks
+    are stored again) but the ones that needed them fail, and only an operator can
+    move the pack aside."""
+    repository = Repository.of(guard.catalog.directory)
+    damaged = list(repository.damaged_indexes().values())
+    if not damaged:
+        return None
+    more = f" (and {len(damaged) - 3} more)" if len(damaged) > 3 else ""
+    return Finding(
+        "damaged pack indexes", WARN,
+        f"{len(damaged)} pack index(es) in {repository.directory} cannot be used: "
+        f"{'; '.join(damaged[:3])}{more}. New backups store their chunks again; "
+        "'dbguard verify --all' names the backups that still need them. Once no backup "
+        "you keep does, move each index and its .pack out of the repository",
     )
 
 
