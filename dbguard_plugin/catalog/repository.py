@@ -304,15 +304,12 @@ class Repository:
                         progress(writer.plain, total)
             chunk_list = writer.put(memoryview(ids), codec="none")
             writer.close()
-        except OSError as exc:
+        except BaseException as exc:
             writer.abandon()
             self._index = None
-            if exc.filename is None:  # a write or fsync: say which file it was for
+            if isinstance(exc, OSError) and exc.filename is None:
+                # a write or fsync: say which file it was for
                 raise OSError(exc.errno, exc.strerror, str(writer.writing)) from exc
-            raise
-        except BaseException:
-            writer.abandon()
-            self._index = None
             raise
         return Stored(chunk_list.hex(), len(ids) // _ID, writer.plain - len(ids),
                       writer.referenced, writer.added)
