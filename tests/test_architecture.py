@@ -105,11 +105,13 @@ def test_the_guard_is_at_most_250_lines() -> None:
 
 #: dbguard's own modules that may wait for first use: the server engine (it loads
 #: SQLAlchemy and a driver) and the server restore that drives it; the SQLite engine's
-#: backup, verify and preview, and recovery's deciding (with the move it may finish),
-#: which ``dbguard status`` and ``check`` never need (bench/cli_startup.py).
+#: backup, verify and preview, the engines' shared backup and verify values, retention,
+#: and recovery's deciding (with the move it may finish), which ``dbguard status`` and
+#: ``check`` never need (bench/cli_startup.py).
 COSTLY_OWN = ("dbguard_plugin.engines.server", "dbguard_plugin.operations.server_restore",
-              "dbguard_plugin.engines.sqlite", "dbguard_plugin.operations.settle",
-              "dbguard_plugin.operations.move")
+              "dbguard_plugin.engines.sqlite", "dbguard_plugin.engines.backup",
+              "dbguard_plugin.engines.verify", "dbguard_plugin.catalog.retention",
+              "dbguard_plugin.operations.settle", "dbguard_plugin.operations.move")
 
 #: The command line may load a command's guard and operations when the command runs:
 #: ``dbguard --help`` and ``status`` must answer in well under a second (bench/cli_startup).

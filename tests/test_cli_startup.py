@@ -90,13 +90,19 @@ def test_check_restore_through_a_file_uri_imports_no_sqlalchemy(imported, idle_d
     assert heavy(modules) == []
 
 
-#: What ``status`` and ``check`` never need: the other commands, the SQLite engine's
-#: backup machinery, recovery's deciding (no journal here) and portalocker, whose import
-#: looks its own version up (dbguard takes its locks with flock on POSIX).
+#: What ``status`` and ``check`` never need: the other commands, the backup machinery
+#: (the SQLite engine's, the repository, retention, verification), the server engine's
+#: URL parameters, recovery's deciding (no journal here), the TOML reader and writer (no
+#: config or profiles file here), difflib (for a config error's hint) and portalocker,
+#: whose import looks its own version up (dbguard takes its locks with flock on POSIX).
 NOT_FOR_STATUS = ("dbguard_plugin.cli.demo", "dbguard_plugin.cli.profile",
                   "dbguard_plugin.cli.restore", "dbguard_plugin.engines.sqlite",
+                  "dbguard_plugin.engines.backup", "dbguard_plugin.engines.verify",
+                  "dbguard_plugin.engines.server", "dbguard_plugin.catalog.repository",
+                  "dbguard_plugin.catalog.retention",
                   "dbguard_plugin.operations.settle", "dbguard_plugin.operations.move",
-                  "dbguard_plugin.operations.restore", "portalocker")
+                  "dbguard_plugin.operations.restore", "portalocker", "tomllib", "tomli",
+                  "tomli_w", "difflib")
 
 
 @pytest.mark.parametrize("args", [["status", "--json"], ["check", "restore"]],

@@ -24,7 +24,6 @@ from typing import Any
 from dbguard_plugin import locks
 from dbguard_plugin.catalog.codecs import SUFFIXES
 from dbguard_plugin.catalog.manifest import ID_PATTERN, Manifest
-from dbguard_plugin.catalog.repository import DIRECTORY as REPOSITORY_DIR
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, VerificationError
 from dbguard_plugin.files import (
@@ -45,6 +44,9 @@ _ID = ID_PATTERN
 TMP_PREFIX = ".tmp-"
 _LOCK_NAME = ".catalog.lock"
 MARKER = ".dbguard-catalog.json"
+#: The deduplicated repository's directory inside a catalog. Kept here rather than in
+#: catalog.repository so that reading the catalog (status, check) never imports it.
+REPOSITORY_DIR = "repository"
 #: The data file's base suffix by backend (anything else is a SQLite backup)
 _BASE = {"postgresql": ".pgdump", "mariadb": ".sql"}
 #: The names dbguard gives backup data files: <id>.sqlite[.gz|.zst], and for server

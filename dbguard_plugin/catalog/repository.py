@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from dbguard_plugin import locks
+from dbguard_plugin.catalog import REPOSITORY_DIR
 from dbguard_plugin.catalog.codecs import zstandard
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, VerificationError
@@ -72,7 +73,7 @@ _BLOCK = 1 << 20
 PACK_TARGET = 16 * 1024 * 1024
 #: Collection rewrites a pack whose unreferenced bytes exceed this share of it.
 REPACK_SHARE = 0.5
-DIRECTORY = "repository"
+DIRECTORY = REPOSITORY_DIR
 #: What the last completed collection saw (chunk lists, packs): see Repository.collect.
 _COLLECTED = "collected.json"
 #: Per-chunk codecs: the catalog's compression setting -> the codec a chunk is stored with.

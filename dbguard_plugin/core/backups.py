@@ -7,19 +7,20 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbguard_plugin import signals
 from dbguard_plugin.catalog import Catalog, default_directory, journal
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.catalog.retention import Retention, prune
 from dbguard_plugin.core import generation
 from dbguard_plugin.core.trading import Trading
 from dbguard_plugin.engines import create_backup
-from dbguard_plugin.engines.backup import BackupSettings, NothingToBackUp, Progress
 from dbguard_plugin.errors import DbGuardError
 from dbguard_plugin.location import DatabaseLocation
 from dbguard_plugin.settings.config import Config
+
+if TYPE_CHECKING:
+    from dbguard_plugin.engines.backup import Progress
 
 log = logging.getLogger("dbguard_plugin.core.guard")
 
@@ -49,6 +50,10 @@ class Backups:
         signals.notify(signals.backup_started, self.sender, reason=reason,
                        backup_dir=self.catalog.directory)
         self.last_attempt = time.time()
+        # why here: the backup and retention modules cost every `dbguard status` and
+        # `check` (which make none) part of their start; they load with the first backup
+        from dbguard_plugin.engines.backup import BackupSettings
+
         settings = BackupSettings(compression=self.config.compression,
                                   busy_timeout=self.config.busy_timeout,
                                   method=self.config.backup_method,
@@ -90,6 +95,9 @@ class Backups:
     def automatic(self, reason: str, backup: Any) -> bool:
         """A backup the host did not ask for (through *backup*, the guard's, so that a
         subclass's is used): never raises. True when made or nothing to back up."""
+        # why here: as in create()
+        from dbguard_plugin.engines.backup import NothingToBackUp
+
         try:
             manifest = backup(reason)
         except NothingToBackUp as exc:
@@ -117,6 +125,9 @@ class Backups:
         )
 
     def prune(self, dry_run: bool = False, keep: tuple[str, ...] = ()) -> list[Manifest]:
+        # why here: as in create()
+        from dbguard_plugin.catalog.retention import Retention, prune
+
         policy = Retention(self.config.keep_last, self.config.keep_daily,
                            self.config.keep_weekly, self.config.keep_monthly,
                            self.config.max_age_days)

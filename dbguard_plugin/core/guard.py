@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -24,13 +24,15 @@ from dbguard_plugin.core.backups import Backups, catalog_for
 from dbguard_plugin.core.trading import Trading
 from dbguard_plugin.core.watch import Watch
 from dbguard_plugin.engines import check_source, open_lease
-from dbguard_plugin.engines.backup import Progress
 from dbguard_plugin.errors import FAULTS, ConfigError
 from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo, parse_kind
 from dbguard_plugin.location import DatabaseLocation, adopt_legacy_state_dir, locate
 from dbguard_plugin.plugin.manager import TRACKING, load_plugins
 from dbguard_plugin.settings.config import Config, resolve
 from dbguard_plugin.verdict import Reason, Verdict
+
+if TYPE_CHECKING:
+    from dbguard_plugin.engines.backup import Progress
 
 __all__ = ["Guard", "Reason", "Verdict"]
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbguard_plugin.catalog import Catalog
 from dbguard_plugin.catalog.manifest import Manifest
-from dbguard_plugin.engines.backup import BackupSettings, Progress, Request
 from dbguard_plugin.engines.lease import Lease
 from dbguard_plugin.engines.preview import (
     DEFAULT_OPEN_ORDERS,
@@ -26,10 +25,12 @@ from dbguard_plugin.engines.preview import (
     OpenRule,
     Preview,
 )
-from dbguard_plugin.engines.server.params import server_kind
-from dbguard_plugin.engines.verify import VerifyResult
 from dbguard_plugin.errors import VerificationError
 from dbguard_plugin.location import DatabaseLocation
+
+if TYPE_CHECKING:
+    from dbguard_plugin.engines.backup import BackupSettings, Progress
+    from dbguard_plugin.engines.verify import VerifyResult
 
 __all__ = [
     "check_source", "create_backup", "is_server", "open_lease", "preview_restore",
@@ -40,7 +41,12 @@ __all__ = [
 
 def is_server(location: DatabaseLocation) -> bool:
     """Whether *location* is a PostgreSQL or MariaDB/MySQL database (the server engine's)."""
-    return location.sqlite_path is None and server_kind(location) is not None
+    if location.sqlite_path is not None:
+        return False
+    # why here: naming a server's kind is needed only for a database that is not a file
+    from dbguard_plugin.engines.server.params import server_kind
+
+    return server_kind(location) is not None
 
 
 def _is_server_backup(manifest: Manifest) -> bool:
@@ -81,6 +87,7 @@ def server_backup(
 ) -> Manifest:
     """A consistent, verified dump of the server database *location* into *catalog*."""
     # why here: the server engine (SQLAlchemy, drivers) only for a server database
+    from dbguard_plugin.engines.backup import Request
     from dbguard_plugin.engines.server.backup import create_backup as dump_into
 
     request = Request(location, reason, profile, trading_state, note)

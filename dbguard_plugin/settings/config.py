@@ -8,11 +8,9 @@ table. Every error names the file, the key, the value and what is expected.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.util
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,13 +22,9 @@ from dbguard_plugin.engines.preview import DEFAULT_OPEN_ORDERS, DEFAULT_OPEN_TRA
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.location import locate, redact, redact_unparsed
+from dbguard_plugin.settings import toml
 from dbguard_plugin.settings.profile_file import ProfileFile
 from dbguard_plugin.settings.profiles import ENVIRONMENTS, SESSION_VETOES, Profile
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 
 @dataclass(frozen=True)
@@ -123,6 +117,9 @@ class Config:
         values: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
+                # why here: difflib only for the error, never for a config that is right
+                import difflib
+
                 close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 named = key if isinstance(key, str) and key.isprintable() else _shown(key)
@@ -232,8 +229,8 @@ def _parse(file: Path, text: str) -> Any:
 
 def _parse_toml(file: Path, text: str) -> Any:
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        return toml.loads(text)
+    except toml.TomlError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{file}: not a usable config: nested too deeply") from None

@@ -17,18 +17,17 @@ import contextlib
 import dataclasses
 import os
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import platformdirs
-import tomli_w
 
 from dbguard_plugin import locks
 from dbguard_plugin.errors import ConfigError, UnsafePathError
 from dbguard_plugin.files import open_private, private_dir, write_atomic
+from dbguard_plugin.settings import toml
 from dbguard_plugin.settings.profiles import (
     Profile,
     ProfileNotFound,
@@ -36,11 +35,6 @@ from dbguard_plugin.settings.profiles import (
     validate_name,
 )
 from dbguard_plugin.status import pid_alive
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 ENV = "DBGUARD_PROFILES"
 BESIDE_CONFIG = "dbguard-profiles.toml"
@@ -94,8 +88,8 @@ class ProfileFile:
         with os.fdopen(fd, "rb") as fh:
             raw = fh.read()
         try:
-            document = tomllib.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            document = toml.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, toml.TomlError) as exc:
             raise ConfigError(f"{self.path}: not a valid profiles file ({exc}); fix it or "
                               "move it away to start again from the standard profiles") from None
         return self._parse(document)
@@ -200,7 +194,7 @@ class ProfileFile:
             document["active"] = contents.active
         document["profiles"] = {p.name: p.to_table() for p in contents.profiles}
         self._remove_stale_temporaries()
-        write_atomic(self.path, (_HEADER + tomli_w.dumps(document)).encode(), fsync=True)
+        write_atomic(self.path, (_HEADER + toml.dumps(document)).encode(), fsync=True)
 
     def _remove_stale_temporaries(self) -> None:
         """What a writer killed between its write and its rename left behind."""
