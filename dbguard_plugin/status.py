@@ -169,6 +169,11 @@ class StatusPublisher:
                     with contextlib.suppress(OSError):
                         os.unlink(self.path.parent / name)
 
+    def _still_published(self) -> bool:
+        """Whether a change is still to be written: not after a withdraw (the server
+        publisher overrides this: it has no file)."""
+        return os.path.exists(self.path)
+
     def _start(self) -> None:
         with self._lock:
             if self._thread is None:
@@ -186,7 +191,7 @@ class StatusPublisher:
                 if not self._wake.is_set():
                     continue  # a synchronous publish or withdraw got there first
                 self._wake.clear()
-                if os.path.exists(self.path):
+                if self._still_published():
                     with contextlib.suppress(OSError):
                         self._write()
             # Coalesce bursts: one write per interval at most, so a busy host's thread

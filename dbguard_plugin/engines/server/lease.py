@@ -254,11 +254,6 @@ class ServerStatusPublisher(StatusPublisher):
         self._role = role
         self._published = False
 
-    def publish_now(self) -> None:
-        with self._lock:
-            self._wake.clear()
-            self._write()
-
     def withdraw(self) -> None:
         with self._lock:
             self._wake.clear()
@@ -274,15 +269,5 @@ class ServerStatusPublisher(StatusPublisher):
         except Exception as exc:  # status explains; it must never stop a bot
             log.warning("dbguard: publishing the lease status failed: %s", exc)
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            if self._closed:
-                return
-            with self._lock:
-                if not self._wake.is_set():
-                    continue
-                self._wake.clear()
-                if self._published:
-                    self._write()
-            time.sleep(0.02)
+    def _still_published(self) -> bool:
+        return self._published
