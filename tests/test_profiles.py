@@ -166,6 +166,49 @@ def test_a_damaged_file_is_reported_with_its_name(store) -> None:
         store.read()
 
 
+#: Profiles files an operator's editor, another dbguard or an attacker could leave, and
+#: what the error says about each.
+MALFORMED_FILES = {
+    "nested": ("format = 1\nx = " + "[" * 50_000 + "]" * 50_000 + "\n",
+               "not a valid profiles file (nested too deeply)"),
+    "strictness-table": ("[profiles.production]\nstrictness = {a = 1}\n",
+                         "strictness = {'a': 1} is invalid"),
+    "kind-list": ("[profiles.production]\nkind = [1]\n", "kind = [1] is invalid"),
+    "newline-url": ('[profiles.dev]\ndb_url = "sqlite:////tmp/a\\nb.sqlite"\n',
+                    "a database URL has no control characters"),
+    "nul-url": ('[profiles.dev]\ndb_url = "sqlite:////tmp/a\\u0000b"\n',
+                "a database URL has no control characters"),
+    "tab-catalog": ('[profiles.dev]\ncatalog_dir = "/tmp/c\\td"\n',
+                    "without control characters"),
+    "format-text": ('format = "1"\n', "format = '1' is invalid: expected 1"),
+    "format-newer": ("format = 2\n", "format 2 is newer than this dbguard reads (1)"),
+    "active-alone": ("active = 7\n", "active = 7 names no profile in the file; remove"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_FILES))
+def test_a_malformed_profiles_file_is_exit_2_naming_it(case, run_cli, bot) -> None:
+    text, said = MALFORMED_FILES[case]
+    path = bot["config"].parent / BESIDE_CONFIG
+    path.write_text(text, encoding="utf-8")
+    for args in (("profile", "list"), ("status",), ("profile", "switch", "development",
+                                                    "--yes")):
+        result = run_cli(*args, "--config", str(bot["config"]))
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert f"{path}: " in result.stderr
+        assert said in result.stderr, result.stderr
+    assert path.read_text(encoding="utf-8") == text  # nothing rewrote it
+
+
+def test_a_profile_command_refuses_a_url_with_a_line_break(run_cli, bot) -> None:
+    result = run_cli("profile", "create", "spare", "--db-url", "sqlite:////tmp/a\nb",
+                     "--config", str(bot["config"]))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "a database URL has no control characters" in result.stderr
+    assert "spare" not in run_cli("profile", "list", "--config", str(bot["config"])).stdout
+
+
 def test_passwords_never_shown(store, run_cli, bot) -> None:
     store.create(Profile("pg", kind="testing",
                          db_url="postgresql+psycopg://bot:s3cret@db.internal/trades"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,8 +20,9 @@ from dbguard_plugin.catalog.codecs import COMPRESSIONS
 from dbguard_plugin.engines.preview import DEFAULT_OPEN_ORDERS, DEFAULT_OPEN_TRADES, OpenRule
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.events import Operation
-from dbguard_plugin.location import locate, redact, redact_unparsed
+from dbguard_plugin.location import locate, redact
 from dbguard_plugin.settings import toml
+from dbguard_plugin.settings.checks import CONTROL, check_url, shown
 from dbguard_plugin.settings.profile_file import ProfileFile
 from dbguard_plugin.settings.profiles import ENVIRONMENTS, SESSION_VETOES, Profile
 
@@ -122,7 +122,7 @@ class Config:
 
                 close = difflib.get_close_matches(str(key), sorted(known), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                named = key if isinstance(key, str) and key.isprintable() else _shown(key)
+                named = key if isinstance(key, str) and key.isprintable() else shown(key)
                 raise ConfigError(
                     f"{source}: unknown key dbguard.{named}{hint}; "
                     f"known keys: {', '.join(sorted(known))}"
@@ -185,8 +185,8 @@ def apply_profile(
 
 
 def _config_file(path: str | Path) -> Path:
-    if isinstance(path, str) and _CONTROL.search(path):
-        raise ConfigError(f"--config {_shown(path)} is invalid: a config file's path has "
+    if isinstance(path, str) and CONTROL.search(path):
+        raise ConfigError(f"--config {shown(path)} is invalid: a config file's path has "
                           "no control characters")
     return Path(path).expanduser()
 
@@ -238,37 +238,9 @@ def _parse_toml(file: Path, text: str) -> Any:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
 
 
-#: Control characters (NUL above all: no file system takes it) in a path or URL are
-#: always a mistake, and would otherwise surface as a ValueError deep in os or SQLite.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _shown(value: Any, limit: int = 80) -> str:
-    """A short, printable rendering of a bad value for a message."""
-    try:
-        text = repr(value)
-    except RecursionError:
-        text = f"<a deeply nested {type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def check_url(where: str, value: str) -> str:
-    """*value* if it can be a database URL; ConfigError (exit 2) saying *where* it came
-    from (``--db``, a file and key) and what is allowed."""
-    # a URL refused here may not parse at all; a path is long, and the whole one helps
-    shown = _shown(redact_unparsed(value), limit=1024)
-    if _CONTROL.search(value):
-        raise ConfigError(f"{where} = {shown} is invalid: a database URL has no control "
-                          "characters (NUL, newline, tab, ...)")
-    if "://" not in value:
-        raise ConfigError(f"{where} = {shown} is invalid: expected a SQLAlchemy URL such as "
-                          "sqlite:////path/to/tradesv3.sqlite")
-    return value
-
-
 def _bad(source: str, key: str, value: Any, expected: str) -> ConfigError:
     return ConfigError(
-        f"{source}: dbguard.{key} = {_shown(value)} is invalid: expected {expected}")
+        f"{source}: dbguard.{key} = {shown(value)} is invalid: expected {expected}")
 
 
 def _bool(source: str, key: str, value: Any) -> bool:
@@ -282,7 +254,7 @@ def _text(source: str, key: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         raise _bad(source, key, value, "a non-empty string")
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise _bad(source, key, value, "a path without control characters (NUL, newline, "
                    "tab, ...)")
     return value

@@ -28,6 +28,7 @@ from dbguard_plugin import locks
 from dbguard_plugin.errors import ConfigError, UnsafePathError
 from dbguard_plugin.files import open_private, private_dir, write_atomic
 from dbguard_plugin.settings import toml
+from dbguard_plugin.settings.checks import shown
 from dbguard_plugin.settings.profiles import (
     Profile,
     ProfileNotFound,
@@ -66,6 +67,17 @@ class Contents:
         return next((p for p in self.profiles if p.name == name), None)
 
 
+def _check_format(where: str, version: Any) -> None:
+    """A file another dbguard wrote in a newer format is refused, not read in part and
+    then written back in the old one."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{where}: format = {shown(version)} is invalid: expected {FORMAT}")
+    if version > FORMAT:
+        raise ConfigError(f"{where}: format {version} is newer than this dbguard reads "
+                          f"({FORMAT}); upgrade dbguard-plugin, or move the file away to "
+                          "start again from the standard profiles")
+
+
 class ProfileFile:
     """The profiles file of one bot config (or of the user): read, checked and changed
     with the same rules as the CLI, one writer at a time."""
@@ -100,6 +112,7 @@ class ProfileFile:
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
                               "a profiles file holds active, format and [profiles.NAME]")
+        _check_format(where, document.get("format", FORMAT))
         tables = document.get("profiles", {})
         if not isinstance(tables, dict):
             raise ConfigError(f"{where}: 'profiles' must be tables [profiles.NAME]")
@@ -114,8 +127,10 @@ class ProfileFile:
         active = document.get("active")
         if active is not None and (not isinstance(active, str)
                                    or active not in {p.name for p in profiles}):
-            raise ConfigError(f"{where}: active = {active!r} names no profile in the file; "
-                              "set it to one of " + ", ".join(p.name for p in profiles))
+            names = ", ".join(p.name for p in profiles)
+            raise ConfigError(f"{where}: active = {shown(active)} names no profile in the "
+                              "file; " + (f"set it to one of {names}" if names
+                                          else "remove that line"))
         return Contents(active, tuple(profiles))
 
     @property

@@ -18,6 +18,7 @@ from typing import Any
 from dbguard_plugin.errors import ConfigError, UnsafePathError
 from dbguard_plugin.events import Operation
 from dbguard_plugin.location import redact
+from dbguard_plugin.settings.checks import CONTROL, check_url
 
 #: What needs the host stopped: the file moves, the schema changes or another database
 #: takes over.
@@ -184,22 +185,22 @@ def check_value(where: str, key: str, value: Any) -> Any:
         return ConfigError(f"{where}: {key} = {shown} is invalid: expected {expected}")
 
     if key == "kind":
-        if value not in KINDS:
+        if not isinstance(value, str) or value not in KINDS:
             raise bad("one of " + ", ".join(KINDS))
         return value
     if key == "strictness":
-        if value is not None and value not in STRICTNESS:
+        if value is not None and (not isinstance(value, str) or value not in STRICTNESS):
             raise bad("one of " + ", ".join(STRICTNESS))
         return value
     if value is None and key not in ("description",):
         return None
     if key == "db_url":
-        if not isinstance(value, str) or "://" not in value:
+        if not isinstance(value, str):
             raise bad("a SQLAlchemy URL such as sqlite:////path/to/tradesv3.sqlite")
-        return value
+        return check_url(f"{where}: {key}", value)
     if key == "catalog_dir":
-        if not isinstance(value, str) or not value.strip() or "\x00" in value:
-            raise bad("a directory path")
+        if not isinstance(value, str) or not value.strip() or CONTROL.search(value):
+            raise bad("a directory path without control characters (NUL, newline, ...)")
         return value
     if key in ("keep_last", "keep_daily", "keep_weekly"):
         low = 1 if key == "keep_last" else 0
