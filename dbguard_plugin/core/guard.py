@@ -8,7 +8,6 @@ rules to :mod:`~dbguard_plugin.core.vetoes`.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import time
 import warnings
@@ -27,7 +26,7 @@ from dbguard_plugin.engines import check_source, open_lease
 from dbguard_plugin.errors import FAULTS, ConfigError
 from dbguard_plugin.events import Operation, OrderEvent, OrderKind, SessionInfo, parse_kind
 from dbguard_plugin.location import DatabaseLocation, adopt_legacy_state_dir, locate
-from dbguard_plugin.plugin.manager import TRACKING, load_plugins
+from dbguard_plugin.plugin.manager import RECOVERY, TRACKING, load_plugins
 from dbguard_plugin.settings.config import Config, resolve
 from dbguard_plugin.verdict import Reason, Verdict
 
@@ -204,12 +203,13 @@ class Guard:
         return self.backups.pinned()
 
     def recover(self) -> list[str]:
-        """Deprecated: call ``dbguard_plugin.operations.recovery.recover(guard)``."""
+        """Deprecated: call ``recover(guard)`` from ``operations.recovery``."""
         warnings.warn("Guard.recover() is deprecated: call dbguard_plugin.operations."
                       "recovery.recover(guard)", DeprecationWarning, stacklevel=2)
-        # an operation, above the guard: loaded by name, as the plugin manager does
-        recovery = importlib.import_module("dbguard_plugin.operations.recovery")
-        return list(recovery.recover(self))
+        # Recovery is an operation, above the guard; the built-in recovery plugin, which
+        # the plugin manager registered, carries it down without an import upwards.
+        plugin: Any = self.pm.get_plugin(RECOVERY) or load_plugins().get_plugin(RECOVERY)
+        return list(plugin.recover(self))
 
     def pause_trading(self, why: str, resume_when: Callable[[], bool] | None = None) -> None:
         """Refuse new orders until *resume_when* answers True at an admission; by default

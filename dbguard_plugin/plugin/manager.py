@@ -19,12 +19,15 @@ from dbguard_plugin.plugin import hookspecs
 #: The built-in tracking plugin's name: the guard calls it directly when it is the only
 #: implementation of ``dbguard_order_event`` (the hot path, no hook call).
 TRACKING = "dbguard_plugin.tracking"
+#: The built-in recovery plugin's name: the deprecated ``Guard.recover()`` reaches
+#: recovery (an operation, above the guard) through it.
+RECOVERY = "dbguard_plugin.recovery"
 
 #: Built-in plugins: registered name (kept from 0.1, shown by ``dbguard status``) -> module.
 DEFAULT_PLUGINS = {
     TRACKING: "dbguard_plugin.builtin.tracking",
     "dbguard_plugin.autobackup": "dbguard_plugin.builtin.autobackup",
-    "dbguard_plugin.recovery": "dbguard_plugin.builtin.recovery",
+    RECOVERY: "dbguard_plugin.builtin.recovery",
 }
 
 LOAD_ENV = "DBGUARD_LOAD_PLUGINS"
