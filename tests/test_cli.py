@@ -182,6 +182,19 @@ def test_unknown_option_is_a_usage_error(run_cli):
     assert "--frobnicate" in result.stderr
 
 
+#: Every command that replaces or deletes something: each takes --yes and -y.
+DELETING = (("restore",), ("rollback",), ("move",), ("prune",), ("convert",),
+            ("profile", "delete"), ("profile", "switch"))
+
+
+@pytest.mark.parametrize("path", DELETING, ids=" ".join)
+def test_every_deleting_command_takes_yes_and_y(path, run_cli) -> None:
+    for flag in ("--yes", "-y"):
+        result = run_cli(*path, flag, "--help", in_process=True)
+        assert result.exit_code == 0, result.output
+    assert "-y, --yes" in run_cli(*path, "--help", in_process=True).stdout
+
+
 def test_version(run_cli):
     result = run_cli("--version", in_process=True)
     assert result.exit_code == 0

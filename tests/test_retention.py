@@ -173,6 +173,23 @@ def test_prune_through_the_cli_with_keep_last_from_a_config_file(
     assert json.loads(again.stdout) == {"dry_run": False, "removed": []}
 
 
+def test_prune_takes_yes_as_every_deleting_command_does(four_backups, tmp_path, db_url,
+                                                        run_cli):
+    """A script that passes --yes (or -y) to every command that deletes gets the same
+    prune; prune never asks (cron runs it with no terminal)."""
+    catalog, made = four_backups
+    config_file = tmp_path / "bot.json"
+    config_file.write_text(json.dumps({"dbguard": {
+        "db_url": db_url, "keep_last": 3, "keep_daily": 0, "keep_weekly": 0}}))
+    pruned = run_cli("prune", "--yes", "--json", "--config", str(config_file))
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout) == {"dry_run": False, "removed": [made[0].id]}
+    assert [m.id for m in catalog.manifests()] == [m.id for m in made[1:]]
+    again = run_cli("prune", "-y", "--dry-run", "--config", str(config_file))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == ["would delete 0 backups"]
+
+
 def test_each_backup_prunes_the_catalog(make_guard, db_path, db_url):
     make_db(db_path)
     guard = make_guard(Config(db_url=db_url, keep_last=2, keep_daily=0, keep_weekly=0))

@@ -17,6 +17,7 @@ from dbguard_plugin.cli.options import (
     options,
     progress_shown,
     size,
+    yes_option,
 )
 from dbguard_plugin.errors import ConfigError, VerificationError
 from dbguard_plugin.progress import LazyBar
@@ -166,12 +167,16 @@ def _to_verify(guard: Guard, backup_id: str) -> Manifest:
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@yes_option
 @common
 @handle_errors
-def prune(dry_run: bool) -> None:
+def prune(dry_run: bool, yes: bool) -> None:
     """Delete backups the retention policy (keep_last, keep_daily, keep_weekly, ...) drops.
 
-    Then collect the repository's chunks no backup references any more."""
+    Then collect the repository's chunks no backup references any more. It never asks:
+    it deletes only what the configured policy drops (cron runs it); --yes is accepted
+    as on every command that deletes."""
+    del yes  # the same flag as every command that deletes; prune has nothing to ask
     guard = open_guard()
     removed = guard.prune(dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
@@ -182,7 +187,7 @@ def prune(dry_run: bool) -> None:
 
 
 @click.command()
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @common
 @handle_errors
 def convert(yes: bool) -> None:

@@ -12,6 +12,7 @@ from dbguard_plugin.cli.options import (
     emit,
     handle_errors,
     progress_shown,
+    yes_option,
 )
 from dbguard_plugin.events import Operation
 from dbguard_plugin.progress import LazyBar
@@ -22,7 +23,7 @@ from dbguard_plugin.progress import LazyBar
 @click.option("--delete-old", is_flag=True,
               help="Delete the old file (and its -wal/-shm/-journal) after the copy verified.")
 @click.option("--force", is_flag=True, help="Override an active session and plugin vetoes.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @common
 @handle_errors
 def move(new_path: str, delete_old: bool, force: bool, yes: bool) -> None:

@@ -145,6 +145,10 @@ def fail(exc: DbGuardError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+#: ``--yes``/``-y``, the same on every command that replaces or deletes something.
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
 def confirm(question: str, yes: bool) -> None:
     """Ask before a replacement; --yes answers for scripts. Exit 1 on no, 2 without a tty."""
     if yes:

@@ -15,6 +15,7 @@ from dbguard_plugin.cli.options import (
     emit,
     handle_errors,
     progress_shown,
+    yes_option,
 )
 from dbguard_plugin.errors import ConfigError, DbGuardError
 from dbguard_plugin.location import locate, redact
@@ -194,7 +195,7 @@ def update(name: str, kind: str | None, unset: tuple[str, ...], **given: Any) ->
 @click.option("--force", is_flag=True, help="Delete a production profile too.")
 @click.option("--delete-data", is_flag=True,
               help="Also delete the profile's own database file and its backups (asks first).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @common
 @handle_errors
 def delete(name: str, force: bool, delete_data: bool, yes: bool) -> None:
@@ -214,7 +215,7 @@ def delete(name: str, force: bool, delete_data: bool, yes: bool) -> None:
 @click.option("--force", is_flag=True,
               help="Override an active session and plugin vetoes (recorded in the audit "
               "log; never orders in flight).")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @common
 @handle_errors
 def switch(name: str, force: bool, yes: bool) -> None:

@@ -16,6 +16,7 @@ from dbguard_plugin.cli.options import (
     handle_errors,
     options,
     progress_shown,
+    yes_option,
 )
 from dbguard_plugin.events import Operation
 from dbguard_plugin.progress import LazyBar
@@ -31,7 +32,7 @@ _FORCE_HELP = ("Override an active session, plugin vetoes and dropping open posi
 @click.argument("backup_id", metavar="ID")
 @click.option("--preview", is_flag=True, help="Only show what the restore would change.")
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @click.option("--from-profile", metavar="NAME",
               help="Restore a backup taken in profile NAME, from its catalog (into a "
               "production profile a development or testing backup needs --force too).")
@@ -78,7 +79,7 @@ def restore(backup_id: str, preview: bool, force: bool, yes: bool,
 
 @click.command()
 @click.option("--force", is_flag=True, help=_FORCE_HELP)
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @common
 @handle_errors
 def rollback(force: bool, yes: bool) -> None:
