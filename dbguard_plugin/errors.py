@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 
 class DbGuardError(Exception):
@@ -44,3 +45,13 @@ class UnsafePathError(ConfigError):
 FAULTS: tuple[type[Exception], ...] = (
     OSError, sqlite3.Error, DbGuardError, ValueError, TypeError, LookupError,
 )
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A short, printable rendering of a bad value for an error message (a value nested
+    too deeply to render is named by its type)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -494,3 +494,35 @@ def test_a_symlinked_pack_directory_is_neither_read_nor_cleaned(
     assert run_cli("prune", *repo_config).returncode == 0
     assert all(path.read_bytes() == b"not dbguard's" for path in bait)
     assert _every_listed_backup_verifies(run_cli, repo_config) == [first["id"]]
+
+
+@pytest.mark.parametrize("chunk_list", ["", None], ids=["empty", "missing"])
+def test_a_repository_manifest_without_its_chunk_list_is_damaged_and_deletes_nothing(
+        db_path: Path, run_cli: Cli, repo_config: list[str], chunk_list: str | None) -> None:
+    """A repository backup's manifest whose chunk list was emptied or dropped (by hand, by
+    a bad copy) is listed as damaged, refused by restore, and prune deletes no pack."""
+    make_bot_db(db_path, rows=2000)
+    kept = backup(run_cli, repo_config)
+    add_trades(db_path, 500)
+    bad = backup(run_cli, repo_config)
+    path = catalog_of(db_path) / f"{bad['id']}.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if chunk_list is None:
+        del data["chunk_list"]
+    else:
+        data["chunk_list"] = chunk_list
+    path.write_text(json.dumps(data), encoding="utf-8")
+    packs = sorted(p.name for p in (catalog_of(db_path) / "repository").rglob("*.pack"))
+
+    listed = run_cli("backups", *repo_config)
+    assert listed.returncode == 0, listed.stderr
+    assert f"DAMAGED {bad['id']}.json" in listed.stdout + listed.stderr
+    assert "chunk_list is missing or empty" in listed.stdout + listed.stderr
+    restored = run_cli("restore", bad["id"], "--yes", *repo_config)
+    assert restored.returncode == 4, restored.stdout + restored.stderr
+    assert "chunk_list is missing or empty" in restored.stderr
+    assert run_cli("prune", *repo_config).returncode == 0
+    assert sorted(p.name for p in (catalog_of(db_path) / "repository").rglob("*.pack")) == packs
+    assert path.exists()
+    verified = run_cli("verify", kept["id"], *repo_config)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

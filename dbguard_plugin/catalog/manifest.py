@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguard_plugin.catalog.codecs import COMPRESSIONS
-from dbguard_plugin.errors import VerificationError
+from dbguard_plugin.errors import VerificationError, shown
 
 REASONS = (
     "session-start",
@@ -109,9 +109,12 @@ class Manifest:
             problem = _CHECKS[spec.name](value)
             if problem is not None:
                 raise VerificationError(
-                    f"{source}: manifest field {spec.name} = {_shown(value)} is invalid: "
+                    f"{source}: manifest field {spec.name} = {shown(value, 60)} is invalid: "
                     f"expected {problem}")
             values[spec.name] = float(value) if spec.name in _FLOATS else value
+        if values.get("storage") == "repository" and not values.get("chunk_list"):
+            raise VerificationError(f"{source}: manifest field chunk_list is missing or "
+                                    "empty: a backup in the repository names its chunk list")
         return cls(**values)
 
     @classmethod
@@ -126,15 +129,6 @@ class Manifest:
             raise VerificationError(f"{path}: manifest is unreadable (JSON nested too "
                                     "deeply)") from None
         return cls.from_dict(data, str(path))
-
-
-def _shown(value: Any) -> str:
-    """A short, printable rendering of a bad value for a message."""
-    try:
-        text = repr(value)
-    except RecursionError:
-        text = f"<a deeply nested {type(value).__name__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _text(pattern: re.Pattern[str] | None = None, what: str = "a string",

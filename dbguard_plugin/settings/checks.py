@@ -1,28 +1,18 @@
 """What every source of settings (the config file, ``--db``, the profiles file, the
 ``profile`` commands) holds a value to: a database URL and a path carry no control
-character, and a bad value is shown short, printable and without its password."""
+character; a bad URL is shown without its password."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from dbguard_plugin.errors import ConfigError
+from dbguard_plugin.errors import ConfigError, shown
 from dbguard_plugin.location import redact_unparsed
 
 #: Control characters (NUL above all: no file system takes it) in a path or URL are
 #: always a mistake, and would otherwise surface as a ValueError deep in os or SQLite,
 #: or as a line break in a directory's name and in every message that names it.
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """A short, printable rendering of a bad value for a message."""
-    try:
-        text = repr(value)
-    except RecursionError:
-        text = f"<a deeply nested {type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def check_url(where: str, value: str) -> str:

@@ -18,11 +18,11 @@ from typing import Any
 from dbguard_plugin.catalog import default_directory
 from dbguard_plugin.catalog.codecs import COMPRESSIONS
 from dbguard_plugin.engines.preview import DEFAULT_OPEN_ORDERS, DEFAULT_OPEN_TRADES, OpenRule
-from dbguard_plugin.errors import ConfigError
+from dbguard_plugin.errors import ConfigError, shown
 from dbguard_plugin.events import Operation
 from dbguard_plugin.location import locate, redact
 from dbguard_plugin.settings import toml
-from dbguard_plugin.settings.checks import CONTROL, check_url, shown
+from dbguard_plugin.settings.checks import CONTROL, check_url
 from dbguard_plugin.settings.profile_file import ProfileFile
 from dbguard_plugin.settings.profiles import ENVIRONMENTS, SESSION_VETOES, Profile
 

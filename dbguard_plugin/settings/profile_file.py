@@ -25,10 +25,9 @@ from typing import Any, TypeVar
 import platformdirs
 
 from dbguard_plugin import locks
-from dbguard_plugin.errors import ConfigError, UnsafePathError
+from dbguard_plugin.errors import ConfigError, UnsafePathError, shown
 from dbguard_plugin.files import open_private, private_dir, write_atomic
 from dbguard_plugin.settings import toml
-from dbguard_plugin.settings.checks import shown
 from dbguard_plugin.settings.profiles import (
     Profile,
     ProfileNotFound,
