@@ -86,6 +86,7 @@ def _identify(url: str | URL) -> tuple[str, str, Path | None, str]:
     if plain is not None:
         rendered, database = plain
         backend, redacted = "sqlite", redact(rendered)
+        query = rendered.partition("?")[2]
     else:
         parsed = parse_url(url)
         backend, redacted = parsed.get_backend_name(), redact(
@@ -93,7 +94,8 @@ def _identify(url: str | URL) -> tuple[str, str, Path | None, str]:
         if backend != "sqlite":
             return redacted, backend, None, server_identity(parsed)
         database = parsed.database
-    path = sqlite_file(database or "", redacted)
+        query = urllib.parse.urlencode(parsed.query, doseq=True)
+    path = sqlite_file(database or "", redacted, query)
     return redacted, backend, path, str(path)
 
 
@@ -221,15 +223,14 @@ def _reason(exc: Exception, url: str) -> str:
     return redact(reason)
 
 
-def sqlite_file(database: str, shown: str = "") -> Path:
+def sqlite_file(database: str, shown: str = "", query: str = "") -> Path:
     """The file a SQLite URL's database part names, resolved the way SQLite opens it.
 
     SQLite (3.10+) resolves symlinks and opens the canonical file, so two spellings that
-    resolve alike share one WAL and one lock; dbguard must agree with it.
+    resolve alike share one WAL and one lock; dbguard must agree with it. *query* is the
+    URL's query string, which the driver passes into a ``file:`` URI with ``uri=true``.
     """
-    if database in ("", ":memory:") or database.startswith("file::memory:") or (
-        database.startswith("file:") and "mode=memory" in database
-    ):
+    if _in_memory(database, query):
         raise ConfigError(
             f"database URL {shown or database!r} is an in-memory SQLite database; "
             "dbguard guards files: give sqlite:////absolute/path/to/file.sqlite"
@@ -239,6 +240,19 @@ def sqlite_file(database: str, shown: str = "") -> Path:
     if database.startswith("file:"):
         database = _file_uri_path(database, shown)
     return Path(os.path.realpath(os.path.expanduser(database)))
+
+
+def _in_memory(database: str, query: str) -> bool:
+    """Whether SQLite opens *database* in memory: ``:memory:``, a ``file::memory:`` URI,
+    or a URI (``file:``, or ``uri=true`` in the URL's query, whose other parameters the
+    driver hands to SQLite) with ``mode=memory`` or the in-memory ``memdb`` VFS."""
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        return True
+    inline = database.partition("?")[2] if database.startswith("file:") else ""
+    params = urllib.parse.parse_qs(f"{inline}&{query}")
+    if not database.startswith("file:") and params.get("uri", [""])[-1].lower() != "true":
+        return False
+    return "memory" in params.get("mode", []) or "memdb" in params.get("vfs", [])
 
 
 def _file_uri_path(uri: str, shown: str) -> str:

@@ -23,9 +23,16 @@ def test_guard_needs_a_database():
         Guard(Config())
 
 
-def test_in_memory_sqlite_is_refused():
+@pytest.mark.parametrize("url", [
+    "sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?cache=shared",
+    # the driver hands a URL's query to SQLite with uri=true: this is memory, not the file
+    "sqlite:///file:/tmp/bot.sqlite?mode=memory&uri=true",
+    "sqlite+pysqlite:///file:/tmp/bot.sqlite?uri=true&vfs=memdb",
+    "sqlite:///file:/tmp/bot.sqlite?mode=rw&uri=true&mode=memory",
+])
+def test_in_memory_sqlite_is_refused(url):
     with pytest.raises(ConfigError, match="in-memory"):
-        Guard(db_url="sqlite://")
+        Guard(db_url=url)
 
 
 def test_check_names_this_process_orders(guard):

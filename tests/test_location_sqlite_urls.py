@@ -43,7 +43,9 @@ SPELLINGS = [
     "sqlite:///x.db?b=2&a=1&a=0&c=", "sqlite:///x.db?", "sqlite:///x.db?timeout=5#frag",
     "sqlite:///x.db?password=secret", "sqlite:///caf\u00e9.db", "sqlite:///a#b.db",
     "sqlite://", "sqlite:///", "sqlite:///:memory:", "sqlite:///file::memory:?cache=shared",
-    "sqlite:///file:x.db?mode=memory", "sqlite:///x\x00y", "sqlite:///x.db?a=1\nb=2",
+    "sqlite:///file:x.db?mode=memory", "sqlite:///file:/abs/x.db?mode=memory&uri=true",
+    "sqlite:///file:/abs/x.db?vfs=memdb&uri=true", "sqlite:////abs/x.db?mode=memory",
+    "sqlite:///x\x00y", "sqlite:///x.db?a=1\nb=2",
     "sqlite://localhost/x.db", "sqlite://:/x.db", "sqlite://user:pw@/x.db", "SQLITE:///x.db",
 ]
 
