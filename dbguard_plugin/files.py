@@ -64,6 +64,56 @@ def open_private(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
         raise
 
 
+#: The most a settings file or a manifest may hold: far above any real one, far below
+#: what would exhaust a small VPS's memory (``--config /dev/zero`` read until it did).
+SMALL_FILE = 16 << 20
+
+
+class NotAFile(ValueError):
+    """The path is a FIFO, a device, a socket or a file too large for what it should be;
+    the message says which and names the path."""
+
+
+def read_small(path: Path, limit: int = SMALL_FILE, *, follow: bool = True) -> bytes:
+    """The bytes of the regular file *path*, at most *limit*: NotAFile for anything else.
+
+    Opened non-blocking, so a FIFO without a writer is refused instead of hanging the
+    caller, and checked by its descriptor before a byte is read (a device like
+    ``/dev/zero`` never ends); the null device reads as an empty file. A directory
+    raises IsADirectoryError; without *follow* (a file dbguard writes back) a symlink
+    raises UnsafePathError, as :func:`open_private` does, and the null device NotAFile.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    fd = open_private(path, flags) if not follow else os.open(
+        path, flags | getattr(os, "O_CLOEXEC", 0))
+    try:
+        _refuse_unless_regular(path, os.fstat(fd), null=follow)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise NotAFile(f"{path}: larger than {limit >> 20} MiB, far more than it should hold")
+    return data
+
+
+def _refuse_unless_regular(path: Path, st: os.stat_result, null: bool) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if stat.S_ISREG(st.st_mode) or (null and _is_null_device(st)):
+        return  # with *null*, --config /dev/null: an empty file, on purpose
+    raise NotAFile(f"{path}: is not a regular file (a FIFO, a device or a socket)")
+
+
+def _is_null_device(st: os.stat_result) -> bool:
+    try:
+        device = os.stat(os.devnull)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (device.st_dev, device.st_ino)
+
+
 def datasync(fd: int) -> None:
     """fdatasync where the platform has it (the data, not the metadata), else fsync."""
     getattr(os, "fdatasync", os.fsync)(fd)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbguard_plugin.files import write_json_atomic
+from dbguard_plugin.files import read_small, write_json_atomic
 
 HOSTNAME = socket.gethostname()
 _MIN_INTERVAL = 0.02
@@ -86,8 +86,7 @@ def read_holders(holders_dir: Path) -> list[HolderStatus]:
             continue
         path = holders_dir / name
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = json.loads(read_small(path))
             status = HolderStatus(
                 path, str(data["role"]), int(data["pid"]), str(data["host"]), data
             )

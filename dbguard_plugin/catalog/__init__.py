@@ -29,6 +29,7 @@ from dbguard_plugin.errors import ConfigError, DbGuardError, UnsafePathError, Ve
 from dbguard_plugin.files import (
     fsync_dir,
     private_dir,
+    read_small,
     replace,
     write_atomic,
     write_json_atomic,
@@ -150,7 +151,7 @@ class Catalog:
         marker = self.directory / MARKER
         if self.identity is not None:
             try:
-                owner = json.loads(marker.read_text(encoding="utf-8")).get("database")
+                owner = json.loads(read_small(marker)).get("database")
             except FileNotFoundError:
                 write_json_atomic(marker, {"database": self.identity})
                 owner = self.identity
@@ -166,7 +167,7 @@ class Catalog:
     def _marker(self) -> dict[str, Any]:
         """The marker's content; {} when it is missing or unreadable."""
         try:
-            owner = json.loads((self.directory / MARKER).read_text(encoding="utf-8"))
+            owner = json.loads(read_small(self.directory / MARKER))
         except (OSError, ValueError):
             return {}
         return owner if isinstance(owner, dict) else {}
@@ -239,7 +240,7 @@ class Catalog:
             return held
         for name in names:
             try:
-                data = json.loads((self.directory / name).read_text(encoding="utf-8"))
+                data = json.loads(read_small(self.directory / name))
                 pid, host, ids = int(data["pid"]), str(data["host"]), list(data["ids"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # removed meanwhile; pins are written whole (by rename)

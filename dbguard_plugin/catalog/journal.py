@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguard_plugin.errors import DbGuardError
-from dbguard_plugin.files import fsync_dir, write_atomic
+from dbguard_plugin.files import fsync_dir, read_small, write_atomic
 from dbguard_plugin.status import HOSTNAME
 
 NAME = "operation.json"
@@ -92,7 +92,7 @@ def write(state_dir: Path, intent: Intent) -> None:
 
 def read(state_dir: Path) -> Intent | None:
     try:
-        data: dict[str, Any] = json.loads(path_in(state_dir).read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(read_small(path_in(state_dir)))
     except FileNotFoundError:
         return None
     return from_dict(data)

@@ -18,6 +18,7 @@ from typing import Any
 
 from dbguard_plugin.catalog.codecs import COMPRESSIONS
 from dbguard_plugin.errors import VerificationError, shown
+from dbguard_plugin.files import read_small
 
 REASONS = (
     "session-start",
@@ -120,7 +121,7 @@ class Manifest:
     @classmethod
     def read(cls, path: Path) -> Manifest:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_small(path).decode("utf-8"))
         except FileNotFoundError:
             raise VerificationError(f"{path}: manifest is missing") from None
         except (OSError, ValueError) as exc:

@@ -55,7 +55,7 @@ from dbguard_plugin.catalog import REPOSITORY_DIR
 from dbguard_plugin.catalog.codecs import zstandard
 from dbguard_plugin.crashpoints import reach
 from dbguard_plugin.errors import ConfigError, VerificationError
-from dbguard_plugin.files import fsync_dir, open_private, private_dir, write_atomic
+from dbguard_plugin.files import fsync_dir, open_private, private_dir, read_small, write_atomic
 
 FORMAT = 1
 #: The chunk size of a new repository: one page of SQLite's default size. Measured on a
@@ -201,7 +201,7 @@ class Repository:
     def _config_chunk_size(self) -> int:
         path = self.directory / "config.json"
         try:
-            config = json.loads(path.read_text(encoding="utf-8"))
+            config = json.loads(read_small(path))
         except FileNotFoundError:
             return CHUNK_SIZE
         except (OSError, ValueError) as exc:
@@ -402,7 +402,7 @@ class Repository:
         path = self.directory / _COLLECTED
         try:
             written = path.stat().st_mtime_ns
-            state = json.loads(path.read_bytes())
+            state = json.loads(read_small(path))
             lists, packs = set(state["lists"]), set(state["packs"])
         except (OSError, ValueError, TypeError, KeyError):
             return None  # none yet, or unreadable: collect in full

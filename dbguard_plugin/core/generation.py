@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguard_plugin.events import Operation
-from dbguard_plugin.files import write_json_atomic
+from dbguard_plugin.files import read_small, write_json_atomic
 
 LAST = "last-replacement.json"
 GENERATION = "generation.json"
@@ -78,7 +78,7 @@ def record(state_dir: Path, operation: str, backup_id: str, safety_id: str, data
 def last_replacement(state_dir: Path) -> dict[str, Any] | None:
     """The record of the last restore, rollback or recovered restore, or None."""
     try:
-        data: dict[str, Any] = json.loads((state_dir / LAST).read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads(read_small(state_dir / LAST))
     except (FileNotFoundError, ValueError):
         return None
     return data
@@ -86,7 +86,7 @@ def last_replacement(state_dir: Path) -> dict[str, Any] | None:
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_small(path))
     except (FileNotFoundError, ValueError):
         return {}
 

@@ -20,6 +20,7 @@ from dbguard_plugin.catalog.codecs import COMPRESSIONS
 from dbguard_plugin.engines.preview import DEFAULT_OPEN_ORDERS, DEFAULT_OPEN_TRADES, OpenRule
 from dbguard_plugin.errors import ConfigError, shown
 from dbguard_plugin.events import Operation
+from dbguard_plugin.files import NotAFile, read_small
 from dbguard_plugin.location import locate, redact
 from dbguard_plugin.settings import toml
 from dbguard_plugin.settings.checks import CONTROL, check_url
@@ -194,12 +195,14 @@ def _config_file(path: str | Path) -> Path:
 def _read_text(file: Path) -> str:
     """The file's text; ConfigError (exit 2) naming the file for anything unreadable."""
     try:
-        raw = file.read_bytes()
+        raw = read_small(file)
     except FileNotFoundError:
         raise ConfigError(f"{file}: no such config file; check --config") from None
     except IsADirectoryError:
         raise ConfigError(f"{file}: is a directory, not a config file; check --config") \
             from None
+    except NotAFile as exc:
+        raise ConfigError(f"{exc}; check --config") from None
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
     try:

@@ -26,7 +26,7 @@ import platformdirs
 
 from dbguard_plugin import locks
 from dbguard_plugin.errors import ConfigError, UnsafePathError, shown
-from dbguard_plugin.files import open_private, private_dir, write_atomic
+from dbguard_plugin.files import NotAFile, private_dir, read_small, write_atomic
 from dbguard_plugin.settings import toml
 from dbguard_plugin.settings.profiles import (
     Profile,
@@ -93,11 +93,16 @@ class ProfileFile:
 
     def read(self) -> Contents:
         try:
-            fd = open_private(self.path, os.O_RDONLY)
+            raw = read_small(self.path, follow=False)
         except FileNotFoundError:
             return Contents(None, tuple(standard_profiles()), exists=False)
-        with os.fdopen(fd, "rb") as fh:
-            raw = fh.read()
+        except IsADirectoryError:
+            raise ConfigError(f"{self.path}: is a directory, not a profiles file; name a "
+                              f"file ({ENV}) or move the directory away") from None
+        except NotAFile as exc:
+            raise ConfigError(f"{exc}, not a profiles file; name a regular file ({ENV}) "
+                              "or move it away to start again from the standard profiles"
+                              ) from None
         try:
             document = toml.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, toml.TomlError) as exc:
