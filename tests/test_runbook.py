@@ -51,7 +51,7 @@ DOCS_DIR = "/tmp/ft"
 OTHER_PROGRAMS = {"mkdir", "mv", "ls"}
 
 ENTRIES = ("locked", "corrupt", "verify-failed", "put-back", "interrupted", "undecided",
-           "disk-full", "vetoed")
+           "damaged-journal", "disk-full", "vetoed")
 
 
 # -- reading the runbook ----------------------------------------------------------------
@@ -472,6 +472,23 @@ def test_undecided_put_back(operator: Operator) -> None:
     operator.run(put_back)
     operator.run(fixed)
     assert [t[1] for t in _trades(operator.db)][-2:] == ["BTC/USDT", "ETH/USDT"]
+
+
+def test_damaged_journal(operator: Operator) -> None:
+    """Real: a journal cut short in the middle of a field, as a failing disk or a hand
+    edit leaves it (dbguard itself writes it atomically)."""
+    make_db(operator.db)
+    operator.backup()
+    journal = operator.db.with_name(operator.db.name + ".dbguard") / "operation.json"
+    journal.write_text('{"operation": "restore", "step": "cop', encoding="utf-8")
+    symptom, check, keep, fixed = entry("damaged-journal")
+    operator.run(symptom)
+    operator.run(check)
+    before = _trades(operator.db)
+    operator.run(keep)
+    operator.run(fixed)
+    assert not journal.exists()
+    assert _trades(operator.db) == before
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from dbguard_plugin.catalog.journal import UnreadableJournal
 from dbguard_plugin.operations.recovery import recover, undecided
 from dbguard_plugin.plugin.hookspecs import hookimpl
 
@@ -25,16 +26,24 @@ def dbguard_session_started(guard: Guard, session: SessionInfo) -> None:
         log.error("dbguard: recovering an interrupted operation failed: %s", exc)
     try:
         pending = undecided(guard)
-    except Exception as exc:  # an unreadable journal: said by recover's error above
+    except UnreadableJournal as exc:
+        log.error("dbguard: %s", exc)
+        _pause_in_production(guard, f"{exc}; new orders are paused until then")
+        return
+    except Exception as exc:  # said by recover's error above
         log.error("dbguard: reading the operation journal failed: %s", exc)
         return
     if pending is None:
         return
     log.error("dbguard: %s", " ".join(line.strip() for line in pending.lines()))
+    _pause_in_production(guard, f"{pending.summary()}; new orders are paused until an "
+                         "operator chooses: "
+                         + " or ".join(f"'{command}'" for command in pending.commands()))
+
+
+def _pause_in_production(guard: Guard, why: str) -> None:
+    """The guard never resumes orders while the journal awaits a decision (an unreadable
+    one too), whatever else happens (a new backup); afterwards, as after any pause, once
+    a verified backup newer than the session exists (the session-start backup)."""
     if guard.config.environment == "production" and guard.paused is None:
-        # The guard never resumes orders while the journal awaits a decision, whatever
-        # else happens (a new backup); afterwards, as after any pause, once a verified
-        # backup newer than the session exists (the session-start backup).
-        guard.pause_trading(
-            f"{pending.summary()}; new orders are paused until an operator chooses: "
-            + " or ".join(f"'{command}'" for command in pending.commands()))
+        guard.pause_trading(why)

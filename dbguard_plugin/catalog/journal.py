@@ -79,7 +79,7 @@ class AwaitingDecision(DbGuardError):
 def write(state_dir: Path, intent: Intent) -> None:
     """Journal *intent*. Refused (AwaitingDecision) over the journal of another operation
     that awaits an operator's decision, unless *intent* carries it as ``previous``."""
-    current = _read_quietly(state_dir)
+    current = read(state_dir)  # an unreadable one is never overwritten
     if current is not None and current.undecided and not _same_operation(current, intent) \
             and intent.previous != asdict(current):
         raise AwaitingDecision(
@@ -90,12 +90,33 @@ def write(state_dir: Path, intent: Intent) -> None:
     write_atomic(path_in(state_dir), json.dumps(asdict(intent), indent=1).encode(), fsync=True)
 
 
+class UnreadableJournal(AwaitingDecision):
+    """The journal exists but cannot be read: an interrupted operation's record is
+    damaged, so nothing may assume it was decided, and nothing may overwrite it."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{path}: the operation journal is unreadable ({reason}); an interrupted "
+            "operation's record is damaged, so dbguard cannot tell what it left: check the "
+            "database ('dbguard verify --all', PRAGMA integrity_check), then run 'dbguard "
+            "recover --keep': it moves the journal aside, and a restore is possible again")
+        self.path = path
+        self.reason = reason
+
+
 def read(state_dir: Path) -> Intent | None:
+    """The journal here, None when there is none; UnreadableJournal when it is damaged
+    (the message names the file, why, and what the operator can do)."""
+    path = path_in(state_dir)
     try:
-        data: dict[str, Any] = json.loads(read_small(path_in(state_dir)))
+        data = json.loads(read_small(path))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return from_dict(data)
     except FileNotFoundError:
         return None
-    return from_dict(data)
+    except (OSError, ValueError, TypeError, RecursionError) as exc:
+        raise UnreadableJournal(path, str(exc)) from None
 
 
 def from_dict(data: dict[str, Any]) -> Intent:
@@ -118,8 +139,8 @@ def awaits_decision(state_dir: Path) -> bool:
     counts: nothing may assume it was decided)."""
     try:
         intent = read(state_dir)
-    except (OSError, ValueError, TypeError):
-        return path_in(state_dir).exists()
+    except UnreadableJournal:
+        return True
     return intent is not None and bool(intent.undecided)
 
 
@@ -131,13 +152,6 @@ def undone(state_dir: Path, intent: Intent) -> None:
                      fsync=True)
     else:
         clear(state_dir)
-
-
-def _read_quietly(state_dir: Path) -> Intent | None:
-    try:
-        return read(state_dir)
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def _same_operation(one: Intent, other: Intent) -> bool:

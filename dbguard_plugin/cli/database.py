@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 def open_guard(recover: bool = True) -> Guard:
     """The Guard for --db / --config; first finishes or undoes an interrupted operation."""
     # why here: the guard's modules are costly (see the module docstring)
+    from dbguard_plugin.catalog import journal
     from dbguard_plugin.core.guard import Guard
     from dbguard_plugin.operations import recovery
 
@@ -36,14 +37,20 @@ def open_guard(recover: bool = True) -> Guard:
     # This invocation's database (redacted), for errors that cannot name it themselves.
     click.get_current_context().meta[OPENED] = guard.location.redacted
     if recover:
-        said = recovery.recover(guard)
+        try:
+            said = recovery.recover(guard)
+            pending = recovery.undecided(guard)
+        except journal.UnreadableJournal as exc:
+            # As an undecided one: said first, and the command goes on (a replacement
+            # is refused where it would write the journal; prune keeps every backup).
+            click.echo(f"dbguard: {exc}", err=True)
+            return guard
         for sentence in said:
             click.echo(f"dbguard: recovered: {sentence}", err=True)
         if said:  # a finished move may have changed the configuration itself
             guard = Guard.from_config(path, db_url=db, profile=profile)
         # An interrupted operation that awaits the operator's decision: told on stderr
         # before the command's own output; the command itself goes on.
-        pending = recovery.undecided(guard)
         for line in pending.lines() if pending is not None else ():
             click.echo(f"dbguard: {line}", err=True)
     return guard

@@ -35,8 +35,13 @@ def recover(keep: bool) -> None:
     if keep:
         _keep(guard)
         return
-    said = recovery.recover(guard, reexamine=True)
-    pending = recovery.undecided(guard)
+    try:
+        said = recovery.recover(guard, reexamine=True)
+        pending = recovery.undecided(guard)
+    except journal.UnreadableJournal as exc:
+        emit({"recovered": [], "undecided": None, "unreadable": str(exc), "waiting": False},
+             str(exc))
+        sys.exit(EXIT_UNDECIDED)
     waiting = pending is None and journal.path_in(guard.location.state_dir).exists()
     lines = [f"recovered: {sentence}" for sentence in said]
     if pending is not None:
@@ -62,6 +67,10 @@ def _keep(guard: Guard) -> None:
     from dbguard_plugin.operations import recovery
 
     kept = recovery.keep(guard, audit.operator())
+    if kept.operation == "unknown":  # a damaged journal, moved aside
+        emit({"kept": kept.as_dict()}, f"kept {kept.database} as it is: {kept.found} "
+             f"(recorded in {guard.audit_path})")
+        return
     safety = (f"; safety backup {kept.safety_id} stays in the catalog as an ordinary "
               "backup" if kept.safety_id else "")
     emit({"kept": kept.as_dict()},

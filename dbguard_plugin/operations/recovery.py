@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from dbguard_plugin import signals
 from dbguard_plugin.catalog import journal
 from dbguard_plugin.core import audit
 from dbguard_plugin.errors import DbGuardError
+from dbguard_plugin.files import fsync_dir
 from dbguard_plugin.status import HOSTNAME, pid_alive
 
 if TYPE_CHECKING:
@@ -121,7 +124,10 @@ def keep(guard: Guard, who: str) -> Undecided:
                            "nothing was changed: run 'dbguard recover --keep' again when "
                            "the bot is idle")
     try:
-        pending = undecided(guard)
+        try:
+            pending = undecided(guard)
+        except journal.UnreadableJournal as exc:
+            return _keep_unreadable(guard, who, exc.reason)
         intent = journal.read(guard.location.state_dir)
         if pending is None or intent is None:
             raise DbGuardError(f"no interrupted operation on {db} awaits a decision; "
@@ -155,6 +161,21 @@ def _with_lease(guard: Guard, reexamine: bool) -> list[str]:
         log.warning("dbguard: an interrupted operation on %s waits for the lease to "
                     "be free before it is finished or undone", guard.location.redacted)
     return []
+
+
+def _keep_unreadable(guard: Guard, who: str, why: str) -> Undecided:
+    """--keep over a damaged journal: it is moved aside (``operation.json.damaged-<ms>``,
+    kept as evidence), never deleted, and the choice audited; call with the lease."""
+    state_dir = guard.location.state_dir
+    path = journal.path_in(state_dir)
+    aside = path.with_name(f"{path.name}.damaged-{int(time.time() * 1000)}")
+    os.replace(path, aside)
+    fsync_dir(state_dir)
+    found = f"its operation journal was unreadable ({why}) and is moved aside to {aside}"
+    audit.record_decision(guard.audit_path, who, guard.location.redacted,
+                          "kept the database as it was",
+                          journal.Intent("unknown", "", started=0.0, undecided=found))
+    return Undecided("unknown", "", "", "", guard.location.redacted, found, 0.0)
 
 
 def _leftovers(guard: Guard) -> list[str]:
