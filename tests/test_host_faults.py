@@ -39,7 +39,7 @@ from child_process import Child
 from cli_runs import Cli
 from faults import fill, small_disk, without_dac
 
-from dbguard_plugin import Guard, signals
+from dbguard_plugin import Guard, hookimpl, signals
 from dbguard_plugin.settings.config import Config
 from dbguard_plugin.status import HOSTNAME
 
@@ -340,3 +340,75 @@ def test_the_freqtrade_callbacks_under_a_failing_status_file(
     assert "admit_order could not complete (IsADirectoryError" in caplog.text
     assert stat.S_ISDIR(status.stat().st_mode)
     status.rmdir()
+
+
+# -- a third-party plugin that raises -------------------------------------------------------
+
+
+class Raising:
+    """A plugin with a bug in every hook, raising what no fault list names; its
+    ``dbguard_order_event`` is tryfirst, so pluggy would call it before the tracker."""
+
+    @hookimpl
+    def dbguard_session_started(self, guard: Guard, session: Any) -> None:
+        raise RuntimeError("plugin bug at session start")
+
+    @hookimpl
+    def dbguard_session_ending(self, guard: Guard, session: Any) -> None:
+        raise AttributeError("plugin bug at session end")
+
+    @hookimpl(tryfirst=True)
+    def dbguard_order_event(self, guard: Guard, event: Any) -> None:
+        raise ZeroDivisionError("plugin bug on an order event")
+
+    @hookimpl
+    def dbguard_refresh(self, guard: Guard, operation: Any) -> None:
+        raise RuntimeError("plugin bug on refresh")
+
+    @hookimpl
+    def dbguard_veto(self, guard: Guard, operation: Any, state: Any) -> str | None:
+        raise KeyError("plugin bug in a veto")
+
+
+def test_a_raising_plugin_never_reaches_the_host_and_the_tracker_still_tracks(
+        guard: Guard, register_plugin: Callable[[object], object],
+        caplog: pytest.LogCaptureFixture) -> None:
+    register_plugin(Raising())
+    faults: list[dict[str, Any]] = []
+
+    def on_fault(sender: object, **extra: Any) -> None:
+        faults.append(extra)
+
+    signals.host_fault.connect(on_fault)
+    try:
+        guard.start_session("S-buggy-plugin")
+        assert guard.admit_order(timeout=0)
+        guard.order_event("7", "submitted", symbol="BTC/USDT", side="buy")
+        # the tracker saw the order although the plugin raised before it
+        assert guard.state.busy
+        verdict = guard.check("restore")
+        assert [r.code for r in verdict.reasons][:1] == ["orders-in-flight"]
+        guard.order_event("7", "filled")
+        assert not guard.state.busy
+        (guard.location.state_dir / "generation.json").write_text('{"generation": 9}')
+        guard.tick()
+        guard.end_session()
+    finally:
+        signals.host_fault.disconnect(on_fault)
+    assert [f["call"] for f in faults] == ["start_session", "order_event", "order_event",
+                                          "tick", "end_session"]
+    assert faults[1]["error"] == "ZeroDivisionError: plugin bug on an order event"
+    assert "dbguard: end_session could not complete (AttributeError" in caplog.text
+    assert guard.state.session is None
+    # the session lock is given back despite the plugin: only the plugin objects now
+    assert [r.code for r in guard.check("restore").reasons] == ["plugin"]
+
+
+def test_a_veto_plugin_that_raises_is_an_objection(guard: Guard,
+                                                   register_plugin: Callable[[object], object]
+                                                   ) -> None:
+    register_plugin(Raising())
+    verdict = guard.check("vacuum")
+    assert not verdict.allowed
+    (reason,) = [r for r in verdict.reasons if r.code == "plugin"]
+    assert "a veto plugin failed (KeyError: 'plugin bug in a veto')" in reason.message

@@ -148,9 +148,9 @@ class Guard:
                 else:
                     self.trading.on_order(*given, time.time())
             else:
-                caller(guard=self, event=given if isinstance(given, OrderEvent)
-                       else OrderEvent(*given))
-        except FAULTS as exc:  # a plugin's: it may have stopped the hook early
+                _through_plugins(self, given if isinstance(given, OrderEvent)
+                                 else OrderEvent(*given))
+        except FAULTS as exc:
             self.report_fault("order_event", exc, self.lease_outcome())
 
     def reconcile(self, open_orders: dict[str, tuple[str, str]]) -> None:
@@ -174,7 +174,7 @@ class Guard:
                 replaced.announce(self)
             if self.backups.due():
                 self.automatic_backup("scheduled")
-        except FAULTS as exc:
+        except Exception as exc:  # FAULTS, and whatever a refresh plugin raises
             self.report_fault("tick", exc, "the next tick() tries again", resync=False)
 
     # -- backups -----------------------------------------------------------------------
@@ -245,7 +245,7 @@ class Guard:
         """Every reason *operation* may not run now. Sends ``operation-vetoed`` if any."""
         op = Operation.parse(operation)
         standing = self.trading.standing()
-        vetoed = self._hook.dbguard_veto(guard=self, operation=op, state=standing.snapshot)
+        vetoed = vetoes.plugin_objection(self._hook, self, op, standing.snapshot)
         verdict = vetoes.judge(op, standing, self.location, self.config, vetoed)
         vetoes.announce(self, verdict)
         return verdict
@@ -286,6 +286,22 @@ class Guard:
         """Give back everything this process holds (the host is shutting down). Never
         raises: the locks are given back even when the status file cannot be removed."""
         self.trading.close()
+
+
+def _through_plugins(guard: Guard, event: OrderEvent) -> None:
+    """*event* to the tracker first, always, then to the other plugins' implementations:
+    one of those (even a tryfirst one) that raises, whatever it raises, can neither keep
+    the tracker from the event nor reach the host; it is the host's fault, reported."""
+    caller = guard.pm.hook.dbguard_order_event
+    tracking = guard.pm.get_plugin(TRACKING)
+    if tracking is not None:
+        guard.trading.on_order(event.order_id, event.kind, event.symbol, event.side,
+                               event.timestamp, event)
+        caller = guard.pm.subset_hook_caller("dbguard_order_event", remove_plugins=[tracking])
+    try:
+        caller(guard=guard, event=event)
+    except Exception as exc:  # a plugin's code may raise anything
+        guard.report_fault("order_event", exc, guard.lease_outcome())
 
 
 def _event_args(event: OrderEvent | str | int | None, kind: OrderKind | str | None,

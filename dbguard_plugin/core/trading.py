@@ -76,8 +76,8 @@ class Trading:
                 self.state.start_session(session)
                 return
             hook()
-        except FAULTS as exc:  # the built-in plugins contain their own; this is a plugin's
-            if self.state.session is None:
+        except Exception as exc:  # the built-in plugins contain their own; a plugin's
+            if self.state.session is None:  # code may raise anything
                 self.state.start_session(session)
             self.report_fault("start_session", exc, "the session is tracked in this "
                               "process; tick() tries again to publish it")
@@ -99,7 +99,7 @@ class Trading:
             return
         try:
             hook()
-        except FAULTS as exc:
+        except Exception as exc:  # a plugin's code may raise anything
             # A plugin's fault may have stopped the hook before the tracking plugin ended
             # the session: end it here, and give back what it held.
             self.state.end_session()

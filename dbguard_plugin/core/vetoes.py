@@ -39,6 +39,18 @@ class Standing:
     holding_orders: bool
 
 
+def plugin_objection(hook: Any, guard: object, op: Operation, state: Snapshot) -> str | None:
+    """The first veto plugin's objection to *op*, or None. A plugin that raises objects
+    (the safe answer: the check cannot say the operation is safe), naming what it raised;
+    it is a plugin veto, so ``--force`` can override it, audited."""
+    try:
+        objection: str | None = hook.dbguard_veto(guard=guard, operation=op, state=state)
+    except Exception as exc:  # a plugin's code may raise anything
+        return (f"a veto plugin failed ({type(exc).__name__}: {exc}); fix it, or skip it "
+                "with DBGUARD_BLOCK_PLUGINS=NAME")
+    return objection
+
+
 def judge(op: Operation, standing: Standing, location: DatabaseLocation, config: Config,
           plugin_veto: object) -> Verdict:
     """Every reason *op* may not run now, and the warnings that do not stop it."""
