@@ -63,6 +63,7 @@ def test_a_damaged_journal_is_never_overwritten_and_prunes_nothing(
     assert status.returncode == 0, status.stderr
     assert said in status.stderr
     assert json.loads(status.stdout)["lease"]["orders"] == "free"
+    assert said in json.loads(status.stdout)["recovery"]["unreadable"]
 
     restored = run_cli("restore", first, "--yes", "--db", db_url, timeout=60)
     assert restored.returncode == 1, restored.stdout + restored.stderr

@@ -93,6 +93,9 @@ def test_recover_shows_the_undecided_state_with_exit_5(undecided, db_url, run_cl
     assert data["undecided"]["commands"] == ["dbguard recover --keep",
                                              f"dbguard restore {safety} --yes"]
     assert data["undecided"]["found"].startswith("the database holds neither backup")
+    status = run_cli("status", "--json", "--db", db_url)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["recovery"] == {"undecided": data["undecided"]}
 
 
 def test_keep_closes_the_journal_and_changes_nothing(

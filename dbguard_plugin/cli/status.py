@@ -4,7 +4,7 @@ finds wrong; none of them changes anything."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +13,9 @@ from dbguard_plugin.cli.options import EXIT_FAILURE, EXIT_VETOED, common, emit, 
 from dbguard_plugin.errors import ConfigError
 from dbguard_plugin.events import Operation
 
+if TYPE_CHECKING:
+    from dbguard_plugin.core.guard import Guard
+
 
 @click.command()
 @common
@@ -20,8 +23,23 @@ from dbguard_plugin.events import Operation
 def status() -> None:
     """Show the lease, who holds it and why, and this configuration."""
     guard = open_guard()
-    data = {**guard.status(), "profile": guard.config.profile or None}
+    data = {**guard.status(), "profile": guard.config.profile or None,
+            "recovery": _pending(guard)}
     emit(data, render_status(data))
+
+
+def _pending(guard: Guard) -> dict[str, Any] | None:
+    """An interrupted operation awaiting the operator (``undecided``), or a damaged
+    journal (``unreadable``), for scripts and monitors; None when nothing is pending."""
+    # why here: loaded already by open_guard; named here, not at the top, for --help
+    from dbguard_plugin.catalog import journal
+    from dbguard_plugin.operations import recovery
+
+    try:
+        pending = recovery.undecided(guard)
+    except journal.UnreadableJournal as exc:
+        return {"unreadable": str(exc)}
+    return None if pending is None else {"undecided": pending.as_dict()}
 
 
 @click.command()
