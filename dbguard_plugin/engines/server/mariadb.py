@@ -103,9 +103,13 @@ class MariaDB:
         """A new autocommit PyMySQL connection, or a DbGuardError without secrets."""
         pymysql = _pymysql()
         p = self.params
+        timeout = int(p.query.get("connect_timeout", "10"))
         kwargs: dict[str, Any] = {
             "database": database or p.database, "autocommit": True, "charset": "utf8mb4",
-            "connect_timeout": int(p.query.get("connect_timeout", "10")),
+            # PyMySQL bounds only the TCP connect by connect_timeout: a server that
+            # accepts and never greets would hang every command, so the handshake is
+            # bounded by the read and write timeouts, lifted once connected (below)
+            "connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout,
             "host": p.host or "localhost", "port": p.port or 3306,
         }
         if p.user is not None:
@@ -115,12 +119,18 @@ class MariaDB:
         if "unix_socket" in p.query:
             kwargs["unix_socket"] = p.query["unix_socket"]
         try:
-            return pymysql.connect(**kwargs)
+            conn = pymysql.connect(**kwargs)
         except pymysql.Error as exc:
             raise DbGuardError(
                 f"{p.redacted}: cannot connect to MariaDB ({scrub(str(exc), p)}); "
                 "check the URL and that the server is running"
             ) from None
+        # Queries wait as long as they need (a GET_LOCK with its own timeout, a count
+        # of a large table); only the connection had to be bounded.
+        for name in ("_read_timeout", "_write_timeout"):
+            if hasattr(conn, name):
+                setattr(conn, name, None)
+        return conn
 
     @staticmethod
     def query(conn: Any, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
