@@ -204,6 +204,23 @@ def test_preview_shows_rows_lost_and_open_positions(
     assert not (state_dir / JOURNAL).exists()
 
 
+def test_a_table_name_never_reaches_the_terminal_raw(freqtrade_backup, run_cli, db_url,
+                                                    db_path):
+    """Any name SQLite takes, a line break or an escape sequence included, is shown
+    escaped in the preview table: it cannot break the layout or drive the terminal."""
+    with sqlite3.connect(db_path) as conn:
+        conn.execute('CREATE TABLE "clear\x1b[2Jscreen\nnext" (v INTEGER)')
+    conn.close()
+    human = run_cli("restore", freqtrade_backup.id, "--preview", "--db", db_url)
+    assert human.returncode == 0, human.stderr
+    assert "\x1b" not in human.stdout
+    (row,) = [line for line in human.stdout.splitlines() if line.startswith("clear")]
+    assert row.split() == ["clear\\x1b[2Jscreen\\nnext", "0", "-", "0"]
+    as_json = run_cli("restore", freqtrade_backup.id, "--preview", "--json", "--db", db_url)
+    tables = [t["table"] for t in json.loads(as_json.stdout)["preview"]["tables"]]
+    assert "clear\x1b[2Jscreen\nnext" in tables  # the data keeps the real name
+
+
 def test_dropping_open_positions_needs_force_and_is_audited(
     freqtrade_backup, run_cli, db_url, db_path, state_dir
 ):
