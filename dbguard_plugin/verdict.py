@@ -12,7 +12,8 @@ from dbguard_plugin.events import Operation
 class Reason:
     """One reason to refuse an operation."""
 
-    #: orders-in-flight, operation-in-progress, lease-held, session-active or plugin.
+    #: orders-in-flight, operation-in-progress, lease-held, session-active, plugin,
+    #: hard-linked or journal-unreadable (docs/lifecycle "Veto rules").
     code: str
     message: str
     #: False for reasons ``force`` can never override (orders in flight, a held lease).

@@ -65,8 +65,13 @@ def test_a_damaged_journal_is_never_overwritten_and_prunes_nothing(
     assert json.loads(status.stdout)["lease"]["orders"] == "free"
     assert said in json.loads(status.stdout)["recovery"]["unreadable"]
 
-    restored = run_cli("restore", first, "--yes", "--db", db_url, timeout=60)
-    assert restored.returncode == 1, restored.stdout + restored.stderr
+    checked = run_cli("check", "restore", "--json", "--db", db_url, timeout=60)
+    assert checked.returncode == 3, checked.stdout + checked.stderr
+    (reason,) = json.loads(checked.stdout)["reasons"][:1]
+    assert reason["code"] == "journal-unreadable"
+    assert reason["overridable"] is False
+    restored = run_cli("restore", first, "--yes", "--force", "--db", db_url, timeout=60)
+    assert restored.returncode == 3, restored.stdout + restored.stderr
     assert said in restored.stderr
     assert "dbguard recover --keep" in restored.stderr
     pruned = run_cli("prune", "--db", db_url, env=None, timeout=60)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dbguard_plugin import signals
-from dbguard_plugin.catalog import Catalog
+from dbguard_plugin.catalog import Catalog, journal
 from dbguard_plugin.core import audit
 from dbguard_plugin.engines.lease import LeaseView
 from dbguard_plugin.errors import DbGuardError, VetoedError
@@ -55,6 +55,9 @@ def judge(op: Operation, standing: Standing, location: DatabaseLocation, config:
           plugin_veto: object) -> Verdict:
     """Every reason *op* may not run now, and the warnings that do not stop it."""
     reasons = lease_reasons(standing)
+    damaged = damaged_journal(op, location)
+    if damaged is not None:
+        reasons.insert(0, Reason("journal-unreadable", damaged, False))
     linked = hard_link_problem(location)
     if linked is not None:
         # Another name of this file has its own lease: what that lease would show
@@ -76,6 +79,22 @@ def judge(op: Operation, standing: Standing, location: DatabaseLocation, config:
     if plugin_veto:
         reasons.append(Reason("plugin", str(plugin_veto), overridable=True))
     return Verdict(op, tuple(reasons), tuple(warnings))
+
+
+#: The operations that write the operation journal, which an unreadable one refuses.
+JOURNALED = frozenset({Operation.RESTORE, Operation.MOVE})
+
+
+def damaged_journal(op: Operation, location: DatabaseLocation) -> str | None:
+    """Why *op* must wait for an operator: the journal here is unreadable (see
+    journal.UnreadableJournal), so what it recorded cannot be overwritten; or None."""
+    if op not in JOURNALED:
+        return None
+    try:
+        journal.read(location.state_dir)
+    except journal.UnreadableJournal as exc:
+        return str(exc)
+    return None
 
 
 def announce(sender: object, verdict: Verdict) -> None:
