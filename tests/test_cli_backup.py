@@ -118,6 +118,20 @@ def test_the_listing_shows_the_note_under_its_backup(db_path, db_url, run_cli):
     assert lines[4] == f"2 backups in {catalog_of(db_path)}"  # no note line for the other
 
 
+def test_a_note_never_reaches_the_terminal_raw(db_path, db_url, run_cli):
+    """A note is free text: a line break or an escape sequence in it is listed escaped,
+    on the note's one line (a terminal would obey the sequence; click strips it only
+    where the output is not a terminal, as here)."""
+    make_db(db_path)
+    noted = run_cli("backup", "--reason", "first\nsecond \x1b[2J", "--db", db_url)
+    assert noted.returncode == 0, noted.stderr
+    human = run_cli("backups", "--db", db_url)
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert lines[2] == "  note: first\\nsecond \\x1b[2J"
+    assert lines[3].startswith("1 backups in ")
+
+
 def test_verifying_an_unknown_backup_fails_verification(db_path, db_url, run_cli):
     make_db(db_path)
     assert run_cli("backup", "--db", db_url).returncode == 0

@@ -19,6 +19,7 @@ from dbguard_plugin.cli.options import (
     size,
     yes_option,
 )
+from dbguard_plugin.engines.preview import printable
 from dbguard_plugin.errors import ConfigError, VerificationError
 from dbguard_plugin.progress import LazyBar
 
@@ -78,7 +79,7 @@ def backups() -> None:
             + f"{'yes' if r['verified'] else 'NO':<8} {str(r['sha256'])[:12]}"
         )
         if r["note"]:  # free text of any length: on its own line, under its backup
-            click.echo(f"  note: {r['note']}")
+            click.echo(f"  note: {printable(r['note'])}")
     for d in damaged:
         click.echo(d.line())
     click.echo(f"{len(rows)} backups in {guard.catalog.directory}"

@@ -80,7 +80,7 @@ class Preview:
         lines = [f"{'TABLE':<28} {'NOW':>10} {'BACKUP':>10} {'LOST':>8}"]
         for t in self.tables:
             lines.append(
-                f"{_printable(t.table):<28} {_n(t.rows_now):>10} {_n(t.rows_backup):>10} "
+                f"{printable(t.table):<28} {_n(t.rows_now):>10} {_n(t.rows_backup):>10} "
                 f"{_n(t.missing_from_backup):>8}"
             )
         lines += [f"! {w}" for w in self.warnings()]
@@ -96,10 +96,10 @@ def _count_of(ids: list[str], noun: str) -> str:
     return f"{len(ids)} {noun}" + ("" if len(ids) == 1 else "s")
 
 
-def _printable(name: str) -> str:
-    """A table name as the terminal should show it: one that holds a line break or an
-    escape sequence (any name SQLite takes) is shown escaped, never sent to the terminal."""
-    return name if name.isprintable() else repr(name)[1:-1]
+def printable(text: str) -> str:
+    """*text* (a table name, a backup's note) as a terminal should show it: a line break
+    or an escape sequence in it is shown escaped, never sent to the terminal."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _n(value: int | None) -> str:
