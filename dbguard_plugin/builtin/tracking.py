@@ -47,5 +47,4 @@ def dbguard_session_ending(guard: Guard, session: SessionInfo) -> None:
 
 @hookimpl(tryfirst=True)
 def dbguard_order_event(guard: Guard, event: OrderEvent) -> None:
-    guard.trading.on_order(event.order_id, event.kind, event.symbol, event.side,
-                           event.timestamp, event)
+    guard.trading.on_event(event)

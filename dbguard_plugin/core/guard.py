@@ -143,8 +143,7 @@ class Guard:
         try:  # costs nothing until something raises; the tracker handles its own faults
             if len(impls) == 1 and impls[0].plugin_name == TRACKING:  # the hot path: no hook
                 if isinstance(given, OrderEvent):
-                    self.trading.on_order(given.order_id, given.kind, given.symbol,
-                                          given.side, given.timestamp, given)
+                    self.trading.on_event(given)
                 else:
                     self.trading.on_order(*given, time.time())
             else:
@@ -295,8 +294,7 @@ def _through_plugins(guard: Guard, event: OrderEvent) -> None:
     caller = guard.pm.hook.dbguard_order_event
     tracking = guard.pm.get_plugin(TRACKING)
     if tracking is not None:
-        guard.trading.on_order(event.order_id, event.kind, event.symbol, event.side,
-                               event.timestamp, event)
+        guard.trading.on_event(event)
         caller = guard.pm.subset_hook_caller("dbguard_order_event", remove_plugins=[tracking])
     try:
         caller(guard=guard, event=event)

@@ -182,6 +182,11 @@ class Trading:
                 return f"{holder.operation} by {holder.where()}"
         return None
 
+    def on_event(self, event: OrderEvent) -> None:
+        """:meth:`on_order` for an event already built (a plugin hook's argument)."""
+        self.on_order(event.order_id, event.kind, event.symbol, event.side, event.timestamp,
+                      event)
+
     def on_order(self, oid: str, kind: OrderKind, symbol: str, side: str, timestamp: float,
                  event: OrderEvent | None = None) -> None:
         """The tracker's side of an order event (the built-in tracking plugin's)."""
