@@ -1,6 +1,6 @@
 """Crash points and what a crash at one of them must leave: shared by the suite
-(test_restore_crash.py, test_recovery_decision.py) and the torture suite
-(torture/test_crash_matrix.py, torture/test_crash_then_writes.py).
+(test_restore_crash.py, test_recovery_decision.py, test_damaged_journal.py) and the
+torture suite (torture/test_crash_matrix.py, torture/test_crash_then_writes.py).
 
 ``DBGUARD_CRASH_AT=<point>`` makes a real ``python -m dbguard_plugin`` process kill itself
 with SIGKILL at that step. A support module, not a test module: no test module imports
@@ -383,3 +383,24 @@ def move_crash_then_write(
         assert "no longer holds what the copy" in recovered.stderr
         assert new_path.exists()
     assert UNDECIDED not in recovered.stderr
+
+
+def orders_wait_for_the_decision(guard: Guard, environment: str, run_cli: Any,
+                                 db_url: str) -> None:
+    """After a session start that found an interrupted operation awaiting a decision
+    (undecided, or its journal unreadable): a production bot refuses new orders, a new
+    verified backup does not change that, ``dbguard recover --keep`` does; any other
+    environment admits orders throughout."""
+    if environment != "production":
+        assert guard.admit_order(timeout=0)
+        guard.withdraw_admission()
+        return
+    assert guard.paused is not None
+    assert "dbguard recover --keep" in guard.paused
+    assert not guard.admit_order(timeout=0)
+    guard.backup()  # a new verified backup is not a decision
+    assert not guard.admit_order(timeout=0)
+    kept = run_cli("recover", "--keep", "--db", db_url)
+    assert kept.returncode == 0, kept.stderr
+    assert guard.admit_order(timeout=0)
+    guard.withdraw_admission()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from cli_runs import Cli
+from crash_cases import orders_wait_for_the_decision
 from sqlite_files import make_db
 
 from dbguard_plugin import Guard
@@ -112,15 +113,4 @@ def test_a_production_bot_refuses_orders_while_it_is_damaged(
     with caplog.at_level(logging.ERROR, logger="dbguard_plugin"):
         guard.start_session("S-damaged")  # never raises into the bot
     assert f"{path}: the operation journal is unreadable" in caplog.text
-    if environment != "production":
-        assert guard.admit_order(timeout=0)
-        guard.withdraw_admission()
-        return
-    assert guard.paused is not None
-    assert "dbguard recover --keep" in guard.paused
-    assert not guard.admit_order(timeout=0)
-    guard.backup()  # a new verified backup is not a decision
-    assert not guard.admit_order(timeout=0)
-    assert run_cli("recover", "--keep", "--db", db_url).returncode == 0
-    assert guard.admit_order(timeout=0)
-    guard.withdraw_admission()
+    orders_wait_for_the_decision(guard, environment, run_cli, db_url)

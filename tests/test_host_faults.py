@@ -237,19 +237,12 @@ def test_a_caller_mistake_still_raises(guard: Guard) -> None:
 
 
 def test_bad_generation_data_in_tick_is_contained(guard: Guard, state_dir: Path,
+                                                  received: Callable[..., list[Any]],
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    faults: list[dict[str, Any]] = []
-
-    def on_fault(sender: object, **extra: Any) -> None:
-        faults.append(extra)
-
-    signals.host_fault.connect(on_fault)
-    try:
-        guard.start_session("S-tick")
-        (state_dir / "generation.json").write_text('{"generation": [1]}')
-        guard.tick()
-    finally:
-        signals.host_fault.disconnect(on_fault)
+    faults = received(signals.host_fault, keywords_only=True)
+    guard.start_session("S-tick")
+    (state_dir / "generation.json").write_text('{"generation": [1]}')
+    guard.tick()
     assert [f["call"] for f in faults] == ["tick"]
     assert faults[0]["error"].startswith("TypeError: ")
     assert "dbguard: tick could not complete (TypeError" in caplog.text
@@ -372,29 +365,21 @@ class Raising:
 
 def test_a_raising_plugin_never_reaches_the_host_and_the_tracker_still_tracks(
         guard: Guard, register_plugin: Callable[[object], object],
-        caplog: pytest.LogCaptureFixture) -> None:
+        received: Callable[..., list[Any]], caplog: pytest.LogCaptureFixture) -> None:
     register_plugin(Raising())
-    faults: list[dict[str, Any]] = []
-
-    def on_fault(sender: object, **extra: Any) -> None:
-        faults.append(extra)
-
-    signals.host_fault.connect(on_fault)
-    try:
-        guard.start_session("S-buggy-plugin")
-        assert guard.admit_order(timeout=0)
-        guard.order_event("7", "submitted", symbol="BTC/USDT", side="buy")
-        # the tracker saw the order although the plugin raised before it
-        assert guard.state.busy
-        verdict = guard.check("restore")
-        assert [r.code for r in verdict.reasons][:1] == ["orders-in-flight"]
-        guard.order_event("7", "filled")
-        assert not guard.state.busy
-        (guard.location.state_dir / "generation.json").write_text('{"generation": 9}')
-        guard.tick()
-        guard.end_session()
-    finally:
-        signals.host_fault.disconnect(on_fault)
+    faults = received(signals.host_fault, keywords_only=True)
+    guard.start_session("S-buggy-plugin")
+    assert guard.admit_order(timeout=0)
+    guard.order_event("7", "submitted", symbol="BTC/USDT", side="buy")
+    # the tracker saw the order although the plugin raised before it
+    assert guard.state.busy
+    verdict = guard.check("restore")
+    assert [r.code for r in verdict.reasons][:1] == ["orders-in-flight"]
+    guard.order_event("7", "filled")
+    assert not guard.state.busy
+    (guard.location.state_dir / "generation.json").write_text('{"generation": 9}')
+    guard.tick()
+    guard.end_session()
     assert [f["call"] for f in faults] == ["start_session", "order_event", "order_event",
                                           "tick", "end_session"]
     assert faults[1]["error"] == "ZeroDivisionError: plugin bug on an order event"

@@ -21,7 +21,14 @@ import logging
 from typing import Any
 
 import pytest
-from crash_cases import JOURNAL, UNDECIDED, expected_rows, logical, written_rows
+from crash_cases import (
+    JOURNAL,
+    UNDECIDED,
+    expected_rows,
+    logical,
+    orders_wait_for_the_decision,
+    written_rows,
+)
 
 from dbguard_plugin import Guard, signals
 from dbguard_plugin.settings.config import Config
@@ -195,16 +202,4 @@ def test_the_bot_is_told_and_production_refuses_orders_until_a_choice(
     assert heard[0]["backup_id"] == undecided["intent"]["backup_id"]
     assert heard[0]["commands"][0] == "dbguard recover --keep"
     assert UNDECIDED in caplog.text
-    if environment != "production":
-        assert guard.admit_order(timeout=0)
-        guard.withdraw_admission()
-        return
-    assert guard.paused is not None
-    assert "dbguard recover --keep" in guard.paused
-    assert not guard.admit_order(timeout=0)
-    guard.backup()  # a new verified backup is not a decision
-    assert not guard.admit_order(timeout=0)
-    kept = run_cli("recover", "--keep", "--db", db_url)
-    assert kept.returncode == 0, kept.stderr
-    assert guard.admit_order(timeout=0)
-    guard.withdraw_admission()
+    orders_wait_for_the_decision(guard, environment, run_cli, db_url)
